@@ -1,0 +1,131 @@
+"""Redis probe (all eras): PlaceOS's own PING, then proof that PlaceOS's keys are readable.
+
+Redis holds module metadata and status (internals §3.1): ``status/<module_id>`` hashes whose
+``connected`` field is a JSON-encoded "true"/"false". We count modules by that field with SCAN and
+pipelined HGETs, capped per cycle so a 20,000-module cluster costs a bounded amount. Era C core
+discovery lives in Redis too (internals §1.2); ``core_registrations`` here is reused by the
+core_discovery probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from exporter.probes.base import Outcome, ProbeContext, ssl_context
+from exporter.reasons import Reason
+from exporter.settings import RedisSettings
+
+# Module ids are "mod-<...>" in PlaceOS (models); trigger instances also keep status/<trig-...>
+# hashes (internals §3.1) and must not be counted as modules.
+MODULE_STATUS_MATCH = "status/mod-*"
+SCAN_BATCH = 1000
+# redis_service_manager keys for service "core" (internals §1.2).
+CORE_LOOKUP = "{service_core}_lookup"
+CORE_NODE = "{service_core}.%s"
+
+
+def client(settings: RedisSettings, timeout: float) -> aioredis.Redis:
+    """A client for one probe run: every socket operation bounded by the probe's timeout."""
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry_on_timeout": False,
+        "decode_responses": True,
+        "health_check_interval": 0,
+    }
+    if settings.username:
+        kwargs["username"] = settings.username
+    if settings.password:
+        kwargs["password"] = settings.password.get_secret_value()
+    if settings.url.startswith("rediss://"):
+        kwargs["ssl_ca_certs"] = str(settings.ca_file) if settings.ca_file else None
+        kwargs["ssl_certfile"] = str(settings.cert_file) if settings.cert_file else None
+        kwargs["ssl_keyfile"] = str(settings.key_file) if settings.key_file else None
+        kwargs["ssl_cert_reqs"] = "none" if settings.insecure_skip_verify else "required"
+        kwargs["ssl_check_hostname"] = not settings.insecure_skip_verify
+        ssl_context(settings)  # fail early, as a TLS reason, on unreadable certificate files
+    return aioredis.from_url(settings.url, **kwargs)
+
+
+async def close(conn: aioredis.Redis, ctx: ProbeContext) -> None:
+    """Close without letting a hung peer hold the probe past its deadline."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.aclose(), timeout=ctx.remaining())
+
+
+async def count_modules(conn: aioredis.Redis, cap: int) -> dict[str, int]:
+    """Modules by ``connected`` state from ``status/mod-*`` hashes, reading at most ``cap`` of them."""
+    counts = {"connected": 0, "disconnected": 0, "unknown": 0, "truncated": 0}
+    seen = 0
+    cursor: int = 0
+    while True:
+        cursor, keys = await conn.scan(cursor=cursor, match=MODULE_STATUS_MATCH, count=SCAN_BATCH)
+        if keys:
+            keys = keys[: max(0, cap - seen)]
+            pipe = conn.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "connected")
+            for value in await pipe.execute():
+                counts[module_state(value)] += 1
+            seen += len(keys)
+        if cursor == 0:
+            break
+        if seen >= cap:
+            counts["truncated"] = 1
+            break
+    return counts
+
+
+def module_state(raw: str | None) -> str:
+    """connected / disconnected / unknown from the hash field (a JSON-encoded bool, internals §3.1)."""
+    if raw is None:
+        return "unknown"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return "unknown"
+    if value is True:
+        return "connected"
+    if value is False:
+        return "disconnected"
+    return "unknown"
+
+
+async def core_registrations(conn: aioredis.Redis) -> dict[str, int]:
+    """Era C: lookup entries whose live key exists (live) or has expired (stale).
+
+    PlaceOS's API does not check the live keys, so a stale entry keeps getting traffic
+    (internals §1.2); this is exactly what we want to surface.
+    """
+    lookup = await conn.hgetall(CORE_LOOKUP)
+    if not lookup:
+        return {"live": 0, "stale": 0}
+    pipe = conn.pipeline(transaction=False)
+    for node_key in lookup:
+        key = str(node_key)
+        pipe.exists(key if key.startswith("{service_core}.") else CORE_NODE % key)
+    alive = [bool(x) for x in await pipe.execute()]
+    return {"live": sum(alive), "stale": len(alive) - sum(alive)}
+
+
+async def probe(ctx: ProbeContext) -> Outcome:
+    settings = ctx.cluster.redis
+    conn = client(settings, ctx.timeout)
+    try:
+        await conn.ping()
+        counts = await count_modules(conn, settings.module_scan_cap)
+    finally:
+        await close(conn, ctx)
+    facts = {
+        "modules_connected": counts["connected"],
+        "modules_disconnected": counts["disconnected"],
+        "modules_unknown": counts["unknown"],
+        "modules_truncated": counts["truncated"],
+    }
+    total = counts["connected"] + counts["disconnected"] + counts["unknown"]
+    return Outcome(Reason.OK, f"PONG; {total} module status hashes read", facts)

@@ -1,0 +1,229 @@
+"""Background probing: one asyncio task per (cluster, probe), each on its own interval (design §1).
+
+The number of Prometheus servers scraping never multiplies the load on PlaceOS, and a hung backend
+can never slow a scrape: /metrics only renders the snapshot this module writes. Each run has a hard
+deadline below its interval; an overrunning probe is cancelled and recorded as ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from exporter import log
+from exporter.era import era_of
+from exporter.probes import PROBES, enabled_probes
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, classify
+from exporter.reasons import Reason
+from exporter.settings import ClusterConfig, Era, ProbeName, Settings
+from exporter.snapshot import ClusterSnapshot, ProbeResult, Snapshot
+
+# How often an ``era: auto`` cluster whose API could not be asked is asked again.
+ERA_RETRY_SECONDS = 60.0
+# First runs are spread over this window so a start-up does not hit every backend at once.
+MAX_START_SPREAD = 1.0
+
+EraDetector = Callable[[ClusterConfig, aiohttp.ClientSession, float], Awaitable[str | None]]
+
+
+def new_http_session() -> aiohttp.ClientSession:
+    """One HTTP session for all probes: no pooled connections (a probe measures a fresh connect and
+    never trips over a connection a restarted backend dropped), no cookies carried between clusters."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True, limit=0, ttl_dns_cache=10),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+        headers={"User-Agent": "placeos-exporter"},
+        auto_decompress=True,
+    )
+
+
+class Scheduler:
+    """Runs the probes of every cluster and records their results in the snapshot."""
+
+    def __init__(self, settings: Settings, snapshot: Snapshot, detect_era: EraDetector | None = None) -> None:
+        self.settings = settings
+        self.snapshot = snapshot
+        self.detect_era = detect_era
+        self.log = log.get()
+        self.http: aiohttp.ClientSession | None = None
+        self.tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self.state: dict[tuple[str, ProbeName], dict[str, object]] = {}
+        self.shared: dict[str, dict[str, object]] = {}
+        self.first_round = asyncio.Event()
+        for cluster in settings.clusters:
+            self.snapshot.clusters.setdefault(cluster.name, ClusterSnapshot(cluster.name, settings.history))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.http = new_http_session()
+        for cluster in self.settings.clusters:
+            self.tasks[cluster.name] = [asyncio.create_task(self._cluster_main(cluster), name=f"era:{cluster.name}")]
+
+    async def stop(self) -> None:
+        tasks = [t for ts in self.tasks.values() for t in ts]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.tasks.clear()
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+
+    # -- one round, for `check` --------------------------------------------------------------------
+    async def run_once(self) -> None:
+        """Resolve each cluster's era and run every enabled probe once, concurrently."""
+        own_session = self.http is None
+        if own_session:
+            self.http = new_http_session()
+        try:
+            jobs = []
+            for cluster in self.settings.clusters:
+                cs = self.snapshot.clusters[cluster.name]
+                await self._resolve_era(cluster, cs)
+                for state in cs.enabled():
+                    jobs.append(self._run_and_record(cluster, cs, state.probe))
+            await asyncio.gather(*jobs)
+        finally:
+            if own_session and self.http is not None:
+                await self.http.close()
+                self.http = None
+
+    # -- per cluster -------------------------------------------------------------------------------
+    async def _cluster_main(self, cluster: ClusterConfig) -> None:
+        """Resolve the era, start the probe loops, and re-detect an undetected era from time to time."""
+        cs = self.snapshot.clusters[cluster.name]
+        await self._resolve_era(cluster, cs)
+        loops = self._start_loops(cluster, cs)
+        try:
+            while cluster.era == "auto" and cs.era_source != "detected":
+                await asyncio.sleep(ERA_RETRY_SECONDS)
+                before = cs.era
+                await self._resolve_era(cluster, cs)
+                if cs.era != before:
+                    for task in loops:
+                        task.cancel()
+                    await asyncio.gather(*loops, return_exceptions=True)
+                    loops = self._start_loops(cluster, cs)
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    def _start_loops(self, cluster: ClusterConfig, cs: ClusterSnapshot) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._probe_loop(cluster, cs, state.probe), name=f"probe:{cluster.name}:{state.probe}")
+            for state in cs.enabled()
+        ]
+
+    async def _resolve_era(self, cluster: ClusterConfig, cs: ClusterSnapshot) -> None:
+        if cluster.era != "auto":
+            era, source, version = Era(cluster.era), "configured", cs.platform_version
+        else:
+            version = await self._detect_version(cluster) or ""
+            detected = era_of(version) if version else None
+            era, source = (detected, "detected") if detected else (cluster.inferred_era(), "fallback")
+        if (era, source, version) != (cs.era, cs.era_source, cs.platform_version):
+            cs.set_era(era, source, version)
+            self.log.info(
+                "cluster %s: era %s (%s%s)", cluster.name, era, source, f", platform {version}" if version else ""
+            )
+        cs.set_enabled(enabled_probes(cluster, era))
+
+    async def _detect_version(self, cluster: ClusterConfig) -> str | None:
+        if self.detect_era is None or not cluster.api.url or self.http is None:
+            return None
+        try:
+            return await asyncio.wait_for(
+                self.detect_era(cluster, self.http, self.settings.timeout), self.settings.timeout
+            )
+        except Exception as exc:  # detection failing is expected while the API is down
+            reason, _ = classify(exc)
+            self.log.debug("cluster %s: platform version unknown (%s)", cluster.name, reason)
+            return None
+
+    # -- per probe ---------------------------------------------------------------------------------
+    async def _probe_loop(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> None:
+        interval, _ = self.settings.schedule(cluster, probe)
+        loop = asyncio.get_running_loop()
+        # Phase jitter: spread first runs, then keep a steady period (no drift, no bunching).
+        await asyncio.sleep(random.uniform(0, min(MAX_START_SPREAD, interval * 0.1)))
+        next_run = loop.time()
+        while True:
+            await self._run_and_record(cluster, cs, probe)
+            next_run += interval
+            now = loop.time()
+            if next_run < now:  # overran (cannot happen with timeout < interval, but stay steady)
+                next_run = now + interval
+            await asyncio.sleep(next_run - now)
+
+    async def _run_and_record(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> None:
+        result = await self.run_probe(cluster, cs, probe)
+        previous = cs.probes[probe].reason
+        if cs.record(result):
+            self._log_change(cluster.name, result, previous)
+        if not self.first_round.is_set() and all(s.last for c in self.snapshot.clusters.values() for s in c.enabled()):
+            self.first_round.set()
+
+    async def run_probe(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> ProbeResult:
+        """One run under a hard deadline; never raises (except cancellation of the caller)."""
+        assert self.http is not None
+        _, timeout = self.settings.schedule(cluster, probe)
+        loop = asyncio.get_running_loop()
+        ctx = ProbeContext(
+            cluster=cluster,
+            probe=probe,
+            era=cs.era or cluster.inferred_era(),
+            timeout=timeout,
+            deadline=loop.time() + timeout,
+            http=self.http,
+            state=self.state.setdefault((cluster.name, probe), {}),
+            shared=self.shared.setdefault(cluster.name, {}),
+        )
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                outcome = await PROBES[probe](ctx)
+        except TimeoutError:
+            outcome = Outcome(Reason.TIMEOUT, f"no answer within {timeout:g}s")
+        except ProbeFailure as exc:
+            outcome = Outcome(exc.reason, exc.detail, exc.facts)
+        except Exception as exc:
+            reason, detail = classify(exc)
+            outcome = Outcome(reason, detail)
+        duration = time.perf_counter() - started
+        return ProbeResult(probe, outcome.reason, log.REDACT(outcome.detail), duration, time.time(), outcome.facts)
+
+    def _log_change(self, cluster: str, result: ProbeResult, previous: Reason) -> None:
+        extra = {
+            "cluster": cluster,
+            "probe": str(result.probe),
+            "reason": str(result.reason),
+            "previous": str(previous),
+        }
+        if result.success:
+            self.log.info("probe %s of cluster %s is ok (was %s)", result.probe, cluster, previous, extra=extra)
+        else:
+            self.log.warning(
+                "probe %s of cluster %s failed: %s (%s; was %s)",
+                result.probe,
+                cluster,
+                result.reason,
+                result.detail,
+                previous,
+                extra=extra,
+            )
+
+
+async def wait_first_round(scheduler: Scheduler, timeout: float) -> bool:
+    """True once every enabled probe has a result (readiness), False on timeout."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(scheduler.first_round.wait(), timeout)
+        return True
+    return False

@@ -1,0 +1,129 @@
+"""The snapshot: latest result per probe, a short history, counters. The only shared state (design §1).
+
+Only the scheduler writes it; /metrics, /diagnose, the status page and ``check`` read it. Every write
+bumps ``version`` so readers can cache what they render from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.probes.base import Facts
+from exporter.reasons import Reason
+from exporter.settings import Era, ProbeName
+
+# placeos_probe_latency_seconds buckets: from a local Redis PING to an execute waiting on core retries.
+LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One completed probe run."""
+
+    probe: ProbeName
+    reason: Reason
+    detail: str
+    duration: float
+    finished: float  # wall-clock seconds
+    facts: Facts = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.reason is Reason.OK
+
+
+@dataclass
+class ProbeState:
+    """Everything known about one probe of one cluster."""
+
+    probe: ProbeName
+    history_size: int
+    enabled: bool = True
+    last: ProbeResult | None = None
+    last_change: float | None = None  # when the reason last changed (wall clock)
+    runs: int = 0
+    failures: Counter[Reason] = field(default_factory=Counter)
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    duration_sum: float = 0.0
+    history: deque[ProbeResult] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = deque(maxlen=self.history_size)
+
+    @property
+    def reason(self) -> Reason:
+        return self.last.reason if self.last else Reason.PENDING
+
+    @property
+    def success(self) -> bool:
+        return bool(self.last and self.last.success)
+
+    def record(self, result: ProbeResult) -> bool:
+        """Add a run; True if the reason changed (the scheduler logs only then)."""
+        changed = self.reason is not result.reason
+        if changed:
+            self.last_change = result.finished
+        self.last = result
+        self.runs += 1
+        if not result.success:
+            self.failures[result.reason] += 1
+        index = next((i for i, bound in enumerate(LATENCY_BUCKETS) if result.duration <= bound), len(LATENCY_BUCKETS))
+        self.bucket_counts[index] += 1
+        self.duration_sum += result.duration
+        self.history.append(result)
+        return changed
+
+    def fact(self, key: str, default: Any = None) -> Any:
+        return self.last.facts.get(key, default) if self.last else default
+
+
+@dataclass
+class ClusterSnapshot:
+    """One cluster's probe states and what is known of its release."""
+
+    name: str
+    history_size: int
+    era: Era | None = None
+    era_source: str = "pending"  # "configured", "detected", "fallback"
+    platform_version: str = ""
+    probes: dict[ProbeName, ProbeState] = field(default_factory=dict)
+    version: int = 0
+
+    def set_enabled(self, enabled: list[ProbeName]) -> None:
+        """Enable exactly these probes; counters of disabled ones are kept for when they return."""
+        for name in enabled:
+            if name not in self.probes:
+                self.probes[name] = ProbeState(name, self.history_size)
+        for name, state in self.probes.items():
+            state.enabled = name in enabled
+        self.version += 1
+
+    def enabled(self) -> list[ProbeState]:
+        return [s for s in self.probes.values() if s.enabled]
+
+    def record(self, result: ProbeResult) -> bool:
+        changed = self.probes[result.probe].record(result)
+        self.version += 1
+        return changed
+
+    def set_era(self, era: Era, source: str, platform_version: str = "") -> None:
+        self.era, self.era_source, self.platform_version = era, source, platform_version
+        self.version += 1
+
+
+@dataclass
+class Snapshot:
+    """All clusters, in configuration order; the first is the default one served on /metrics."""
+
+    clusters: dict[str, ClusterSnapshot] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def cluster(self, name: str) -> ClusterSnapshot | None:
+        return self.clusters.get(name)
+
+    @property
+    def default(self) -> ClusterSnapshot:
+        return next(iter(self.clusters.values()))

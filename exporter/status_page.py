@@ -1,0 +1,101 @@
+"""The status page at ``/``: the diagnosis for a browser, verdict first (design §1, issue 7).
+
+Rendered from the same report as /diagnose; every value is HTML-escaped, and the page refreshes
+itself. No JavaScript, no external assets: it must work on an air-gapped ops network.
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from typing import Any
+
+REFRESH_SECONDS = 5
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1d1d1f;background:#fafafa}
+h1{font-size:1.3rem;margin:0 0 .3rem}.meta{color:#666;font-size:.85rem;margin-bottom:1rem}
+.verdict{padding:1rem 1.2rem;border-radius:8px;font-size:1.15rem;font-weight:600;margin-bottom:1rem}
+.ok{background:#e3f6e8;border-left:6px solid #1f9d55}.bad{background:#fde8e8;border-left:6px solid #d64545}
+.wait{background:#eef2f7;border-left:6px solid #8795a1}
+h2{font-size:1rem;margin:1.2rem 0 .4rem}ul{margin:.2rem 0 .6rem 1.2rem;padding:0}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
+th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #eee;vertical-align:top}
+th{background:#f2f2f2}.pass{color:#1f9d55;font-weight:600}.fail{color:#d64545;font-weight:600}
+.pend{color:#8795a1}.hist span{display:inline-block;width:8px;height:14px;margin-right:1px;border-radius:1px}
+.h-ok{background:#1f9d55}.h-bad{background:#d64545}.detail{color:#555;font-size:.8rem}
+nav a{margin-right:.8rem}
+"""
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "never"
+    seconds = max(0, int(now - ts))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def render(report: dict[str, Any], clusters: list[str]) -> str:
+    """The page for one cluster's report (the /diagnose document)."""
+    now = time.time()
+    healthy = report["healthy"]
+    waiting = healthy and report.get("pending_probes") and not any(p["last_run"] for p in report["probes"])
+    css_class = "wait" if waiting else ("ok" if healthy else "bad")
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
+        f"<title>PlaceOS {escape(report['cluster'])}: {'healthy' if healthy else 'FAILING'}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>PlaceOS cluster <b>{escape(report['cluster'])}</b></h1>",
+        f'<div class="meta">era {escape(str(report.get("era") or "?"))} ({escape(report.get("era_source", ""))})'
+        f"{', platform ' + escape(report['platform_version']) if report.get('platform_version') else ''}"
+        f" &middot; refreshed every {REFRESH_SECONDS}s &middot; "
+        '<a href="/metrics">metrics</a> &middot; <a href="/diagnose'
+        f'?cluster={escape(report["cluster"])}">diagnose JSON</a></div>',
+    ]
+    if len(clusters) > 1:
+        links = " ".join(f'<a href="/?cluster={escape(c)}">{escape(c)}</a>' for c in clusters)
+        parts.append(f"<nav>Clusters: {links}</nav>")
+    parts.append(f'<div class="verdict {css_class}" id="verdict">{escape(report["verdict"])}</div>')
+    if not healthy:
+        parts.append("<h2>Root causes</h2><ul id=causes>")
+        for cause in report["root_causes"]:
+            evidence = ", ".join(f"{e['probe']}: {e['reason']}" for e in cause["evidence"])
+            explains = ", ".join(f"{e['probe']}: {e['reason']}" for e in cause["explains"])
+            parts.append(
+                f"<li><b>{escape(cause['title'])}</b>"
+                f"{' &mdash; evidence: ' + escape(evidence) if evidence else ''}"
+                f"{'; also explains ' + escape(explains) if explains else ''}"
+                f"{'<br><span class=detail>' + escape(cause['advice']) + '</span>' if cause['advice'] else ''}</li>"
+            )
+        parts.append("</ul>")
+        if report["impacts"]:
+            parts.append("<h2>What users feel</h2><ul id=impacts>")
+            parts.extend(f"<li>{escape(i['text'])}</li>" for i in report["impacts"])
+            parts.append("</ul>")
+    parts.append(
+        "<h2>Probes</h2><table id=probes><tr><th>probe</th><th>result</th><th>duration</th>"
+        "<th>last change</th><th>recent</th></tr>"
+    )
+    for p in report["probes"]:
+        if p["last_run"] is None:
+            result = '<span class="pend">pending</span>'
+        elif p["success"]:
+            result = '<span class="pass">ok</span>'
+        else:
+            result = f'<span class="fail">{escape(p["reason"])}</span><div class=detail>{escape(p["detail"])}</div>'
+        duration = f"{p['duration_seconds'] * 1000:.0f} ms" if p["duration_seconds"] is not None else ""
+        history = "".join(
+            f'<span class="{"h-ok" if h["reason"] == "ok" else "h-bad"}" title="{escape(h["reason"])}"></span>'
+            for h in p["history"]
+        )
+        parts.append(
+            f"<tr><td>{escape(p['probe'])}</td><td>{result}</td><td>{duration}</td>"
+            f"<td>{_ago(p['last_change'], now)}</td><td class=hist>{history}</td></tr>"
+        )
+    parts.append("</table></body></html>")
+    return "".join(parts)
