@@ -145,6 +145,7 @@ class Exporter:
         self.reload_count = 0
         self.started = time.monotonic()
         self.lock = asyncio.Lock()
+        self.runner: web.AppRunner
         self.state = AppState(
             settings=settings,
             snapshot=self.snapshot,
@@ -153,6 +154,27 @@ class Exporter:
             exporter_series=self.series,
             exporter_version=lambda: self.reload_count,
         )
+
+    async def start(self) -> int:
+        """Listen, then start probing; returns the bound port (0 in the settings picks a free one)."""
+        host, port = split_address(self.settings.listen_address)
+        self.runner = web.AppRunner(make_app(self.state), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            raise ListenError(f"cannot listen on {self.settings.listen_address}: {exc.strerror}") from None
+        await self.scheduler.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.scheduler.stop()
+        await self.runner.cleanup()
 
     def ready(self) -> bool:
         if self.scheduler.first_round.is_set():
@@ -198,17 +220,7 @@ class Exporter:
 
 async def serve(settings: Settings, args: argparse.Namespace) -> None:
     exporter = Exporter(settings, getattr(args, "config", None), overrides(args))
-    host, port = split_address(settings.listen_address)
-    app = make_app(exporter.state)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ListenError(f"cannot listen on {settings.listen_address}: {exc.strerror}") from None
-    await exporter.scheduler.start()
+    await exporter.start()
     log.get().info("placeos-exporter %s listening on %s", __version__, settings.listen_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -219,9 +231,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         log.get().info("shutting down")
-        with contextlib.suppress(Exception):
-            await exporter.scheduler.stop()
-        await runner.cleanup()
+        await exporter.stop()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class Diagnosis:
     causes: dict[str, list[Evidence]] = field(default_factory=dict)
     explained: dict[str, list[Evidence]] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
+    observed: int = 0  # probes with a result (not pending)
 
     @property
     def failed_components(self) -> set[str]:
@@ -57,9 +58,9 @@ class Diagnosis:
     def verdict(self) -> str:
         """One line a person reads first."""
         if self.healthy:
-            if self.pending and not self.causes:
+            if self.pending and not self.observed:
                 return "Waiting for the first probe results"
-            return "Healthy: every probe passes"
+            return "Healthy: every probe passes" if not self.pending else "Healthy so far: some probes still pending"
         parts = [CAUSES[c].title for c in self.causes if c != "none"]
         broken = sorted(self.impacts)
         text = "; ".join(parts)
@@ -106,6 +107,7 @@ def diagnose(results: Mapping[ProbeName, Observation]) -> Diagnosis:
     """Root causes for the given results of the enabled probes (absent = not enabled)."""
     d = Diagnosis()
     d.pending = sorted(p.value for p, o in results.items() if o.reason is Reason.PENDING)
+    d.observed = len(results) - len(d.pending)
     for step in TRIAGE_ORDER:
         probe, obs = _resolve(step, results)
         if obs is None or obs.reason in (Reason.OK, Reason.PENDING):

@@ -156,9 +156,10 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
     ),
     ProbeName.CORE_DISCOVERY: (
         (CREDENTIALS, (("exporter_config", "always"),)),
-        (ANY, (("explained", "cause:etcd"), ("explained", "cause:redis"))),
+        # Discovery storage answered and holds no live core (or a stale one): core, in every era.
         (frozenset({Reason.NO_CORE_INSTANCES, Reason.CORE_UNREACHABLE}), (("core", "always"),)),
-        (ANY, (("unknown", "always"),)),
+        # Storage did not answer: etcd (A/B) or Redis (C) is already named for it.
+        (ANY, (("explained", "cause:etcd"), ("explained", "cause:redis"), ("unknown", "always"))),
     ),
     ProbeName.API_HEALTH: (
         # The health route checks Redis, etcd and the database itself (internals §5.1).
@@ -213,7 +214,7 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
     ProbeName.WEBSOCKET: (
         _AFTER_LOGIN,
         (frozenset({Reason.NO_CORE_INSTANCES}), (
-            ("explained", "cause:etcd"), ("explained", "cause:redis"), ("explained", "cause:core"), ("core", "always"),
+            ("explained", "cause:core"), ("explained", "cause:etcd"), ("explained", "cause:redis"), ("core", "always"),
         )),
         (frozenset({Reason.ETCD_UNREACHABLE}), (("explained", "cause:etcd"), ("api_etcd", "always"))),
         (frozenset({Reason.CORE_UNREACHABLE}), (("explained", "cause:core"), ("core", "always"))),
@@ -227,6 +228,7 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
         )),
     ),
     ProbeName.DRIVERS: (
+        _AFTER_LOGIN,
         (CREDENTIALS, (("exporter_config", "always"),)),
         (frozenset({Reason.DRIVER_ERROR}), (("driver", "always"),)),
         (ANY, (("explained", "cause:api"), ("explained", "cause:core"), ("explained", "cause:database"),
@@ -238,7 +240,8 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
     ),
 }  # fmt: skip
 
-# The order the diagnosis walks the probes in: backends, then the page's triage steps.
+# The order the diagnosis walks the probes in: backends, the API and login (every other request
+# needs them), cores and drivers, then the page's remaining triage steps.
 TRIAGE_ORDER: tuple[ProbeName | str, ...] = (
     ProbeName.ETCD,
     "database",
@@ -247,9 +250,9 @@ TRIAGE_ORDER: tuple[ProbeName | str, ...] = (
     ProbeName.API_HEALTH,
     ProbeName.LOGIN,
     ProbeName.CORE_DISCOVERY,
+    ProbeName.DRIVERS,
     ProbeName.SYSTEMS_LIST,
     ProbeName.MODULE_FUNCTIONS,
-    ProbeName.DRIVERS,
     ProbeName.EXECUTE,
     ProbeName.WEBSOCKET,
     ProbeName.TRIGGERS_HEALTH,
