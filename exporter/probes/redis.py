@@ -15,6 +15,8 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from exporter.probes.base import Outcome, ProbeContext, ssl_context
 from exporter.reasons import Reason
@@ -35,6 +37,8 @@ def client(settings: RedisSettings, timeout: float) -> aioredis.Redis:
         "socket_connect_timeout": timeout,
         "socket_timeout": timeout,
         "retry_on_timeout": False,
+        # No hidden retries: one attempt, so a failure is reported as it happened (anchors §1.9 item 2).
+        "retry": Retry(NoBackoff(), 0),
         "decode_responses": True,
         "health_check_interval": 0,
     }
