@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from exporter import __version__
 from exporter.diagnosis import Diagnosis
 from exporter.failure_model import CAUSES, COMPONENTS, IMPACTS, PAIRS
+from exporter.placeos import SEARCH_INDICES
 from exporter.reasons import FAILURE_REASONS, Reason
 from exporter.settings import Era, ProbeName
 from exporter.snapshot import LATENCY_BUCKETS, ClusterSnapshot, ProbeState
@@ -33,11 +34,6 @@ ES_COLORS = ("green", "yellow", "red")
 CORE_STATES = ("live", "stale")
 MODULE_STATES = ("connected", "disconnected", "unknown")
 DRIVER_STATES = ("running", "down", "failed_compile")
-# Indices search-ingest keeps for PlaceOS tables (internals §4); the lag label never leaves this set.
-SEARCH_INDICES = (
-    "sys", "mod", "driver", "repo", "zone", "authority", "user", "api_key", "sets", "trigger", "trig", "edge",
-    "broker", "json_schema", "ldap_strat", "oauth_strat", "adfs_strat", "doorkeeper_app", "oauth_applications",
-)  # fmt: skip
 DRIVER_LABEL_CAP = 100  # per-driver series at most; the rest fold into driver="other"
 DRIVER_OVERFLOW = "other"
 
@@ -228,13 +224,16 @@ class ClusterCollector(Collector):
             for color in ES_COLORS:
                 colors.add_metric([color], float("nan") if current is None else (1 if current == color else 0))
             yield colors
-            lag = es.fact("index_lag")
-            if isinstance(lag, dict):
-                lag_family = family("placeos_search_index_lag_documents")
-                for index in SEARCH_INDICES:
-                    if index in lag:
-                        lag_family.add_metric([index], _number(lag[index]))
-                yield lag_family
+        lag_probe = probes.get(ProbeName.SEARCH_INDEX_LAG)
+        if lag_probe is not None:
+            # Indices seen once stay present; while counting fails their lag is unknown (NaN).
+            lag = lag_probe.fact("index_lag") or {}
+            known = lag_probe.last_ok.facts.get("index_lag", {}) if lag_probe.last_ok else {}
+            lag_family = family("placeos_search_index_lag_documents")
+            for index in SEARCH_INDICES:
+                if index in lag or index in known:
+                    lag_family.add_metric([index], _number(lag.get(index)))
+            yield lag_family
         drivers = probes.get(ProbeName.DRIVERS)
         if drivers is not None:
             yield from _driver_series(drivers)

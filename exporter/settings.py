@@ -50,6 +50,7 @@ class ProbeName(StrEnum):
     CORE_DISCOVERY = "core_discovery"
     DRIVERS = "drivers"
     TRIGGERS_HEALTH = "triggers_health"
+    SEARCH_INDEX_LAG = "search_index_lag"  # beyond design §4's list: search-ingest stalls (design §3)
 
 
 class Era(StrEnum):
@@ -364,6 +365,8 @@ class Settings(BaseSettings):
         A default timeout is capped at 80 % of the interval; an explicit one is kept and validated.
         """
         interval, timeout = self.interval, None
+        if probe is ProbeName.SEARCH_INDEX_LAG:
+            interval = cluster.elasticsearch.index_lag_interval
         for tuning in (self.probes.get(probe), cluster.probes.get(probe)):
             if tuning is not None:
                 interval = tuning.interval or interval
@@ -383,7 +386,11 @@ class Settings(BaseSettings):
 
 # The execute path waits on PlaceOS's own core-client retries (internals §5.3), so it gets more time
 # than a backend ping by default; still capped below the interval.
-DEFAULT_TIMEOUTS: dict[ProbeName, float] = {ProbeName.EXECUTE: 12.0, ProbeName.WEBSOCKET: 12.0}
+DEFAULT_TIMEOUTS: dict[ProbeName, float] = {
+    ProbeName.EXECUTE: 12.0,
+    ProbeName.WEBSOCKET: 12.0,
+    ProbeName.SEARCH_INDEX_LAG: 30.0,
+}
 
 
 class ConfigError(Exception):

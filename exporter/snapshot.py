@@ -43,6 +43,7 @@ class ProbeState:
     history_size: int
     enabled: bool = True
     last: ProbeResult | None = None
+    last_ok: ProbeResult | None = None  # keeps label sets (e.g. lag indices) alive through failures
     last_change: float | None = None  # when the reason last changed (wall clock)
     runs: int = 0
     failures: Counter[Reason] = field(default_factory=Counter)
@@ -67,6 +68,8 @@ class ProbeState:
         if changed:
             self.last_change = result.finished
         self.last = result
+        if result.success:
+            self.last_ok = result
         self.runs += 1
         if not result.success:
             self.failures[result.reason] += 1

@@ -7,14 +7,18 @@ what the probe needs is configured.
 
 from __future__ import annotations
 
-from exporter.probes import cores, etcd, redis
+from exporter.probes import cores, elasticsearch, etcd, postgres, redis, rethinkdb, search_lag
 from exporter.probes.base import Probe
 from exporter.settings import ClusterConfig, Era, ProbeName
 
 PROBES: dict[ProbeName, Probe] = {
     ProbeName.ETCD: etcd.probe,
+    ProbeName.RETHINKDB: rethinkdb.probe,
+    ProbeName.POSTGRES: postgres.probe,
     ProbeName.REDIS: redis.probe,
+    ProbeName.ELASTICSEARCH: elasticsearch.probe,
     ProbeName.CORE_DISCOVERY: cores.probe,
+    ProbeName.SEARCH_INDEX_LAG: search_lag.probe,
 }
 
 ALL_ERAS = frozenset(Era)
@@ -22,6 +26,11 @@ ERAS: dict[ProbeName, frozenset[Era]] = {
     ProbeName.ETCD: frozenset({Era.A, Era.B}),
     ProbeName.RETHINKDB: frozenset({Era.A}),
     ProbeName.POSTGRES: frozenset({Era.B, Era.C}),
+}
+
+# Probes that need more than one backend: on only when all of them are.
+NEEDS: dict[ProbeName, tuple[ProbeName, ...]] = {
+    ProbeName.SEARCH_INDEX_LAG: (ProbeName.ELASTICSEARCH,),
 }
 
 # Backend probes switched by their section's ``enabled`` (None = by era).
@@ -51,4 +60,9 @@ def enabled_probes(cluster: ClusterConfig, era: Era) -> list[ProbeName]:
             continue
         if era in ERAS.get(name, ALL_ERAS):
             out.append(name)
-    return out
+    # A probe whose prerequisites are off is off (unless switched on explicitly above).
+    return [
+        n
+        for n in out
+        if all(dep in out for dep in NEEDS.get(n, ())) or (cluster.probes.get(n) and cluster.probes[n].enabled)
+    ]

@@ -161,7 +161,12 @@ def _reason_for(exc: BaseException) -> Reason:
         return Reason.DNS
     if isinstance(exc, ConnectionRefusedError) or _caused_by(exc, ConnectionRefusedError):
         return Reason.CONNECTION_REFUSED
-    if names & {"ClientConnectorError", "ReqlDriverError"} and "refused" in str(exc).lower():
+    text = str(exc).lower()
+    if names & {"ReqlDriverError", "ConnectionError", "TransportError"} and "timed out" in text:
+        return Reason.TIMEOUT  # a driver's own timeout (RethinkDB handshake, ES transport)
+    if names & {"ClientConnectorError", "ReqlDriverError", "ConnectionError"} and any(
+        marker in text for marker in ("refused", "connect call failed", "errno 111")
+    ):
         return Reason.CONNECTION_REFUSED
     if isinstance(exc, ConnectionResetError | BrokenPipeError) or names & {"ServerDisconnectedError"}:
         return Reason.PROTOCOL_ERROR

@@ -1,4 +1,4 @@
-"""etcd and Redis probes against the real servers: every fault of issue 3 gives the right reason.
+"""etcd, Redis and PostgreSQL probes against the real servers: every fault of issue 3 gives the right reason.
 
 Each test runs the real exporter (scheduler + HTTP server) in-process and reads /metrics over HTTP,
 as Prometheus would; faults are done to the real server process (SIGKILL, SIGSTOP, a garbage
@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from standins import ElasticsearchStandIn, RethinkDBStandIn
 from support import RunningExporter, settings_for
 
 from sandbox import garbage
-from sandbox.backends import Backend, EtcdServer, RedisServer
+from sandbox.backends import Backend, EtcdServer, PostgresServer, RedisServer
 
 
 def etcd_cluster(server: EtcdServer) -> dict[str, Any]:
@@ -29,13 +30,33 @@ def redis_cluster(server: RedisServer) -> dict[str, Any]:
     return {"era": "C", "redis": {"url": server.url}}
 
 
-CLUSTERS = {"etcd": etcd_cluster, "redis": redis_cluster}
+def postgres_cluster(server: PostgresServer) -> dict[str, Any]:
+    return {"era": "C", "postgres": {"url": server.dsn}, "redis": {"enabled": False},
+            "elasticsearch": {"enabled": False}}  # fmt: skip
 
 
-@pytest.fixture(params=["etcd", "redis"])
+def rethinkdb_cluster(server: RethinkDBStandIn) -> dict[str, Any]:
+    return {"era": "A", "rethinkdb": {"host": server.host, "port": server.port, "db": server.db,
+            "password": server.password}, "etcd": {"enabled": False}, "redis": {"enabled": False},
+            "elasticsearch": {"enabled": False}}  # fmt: skip
+
+
+def elasticsearch_cluster(server: ElasticsearchStandIn) -> dict[str, Any]:
+    return {"era": "C", "elasticsearch": {"host": server.host, "port": server.port, "username": "elastic",
+            "password": server.password}, "postgres": {"enabled": False}, "redis": {"enabled": False}}  # fmt: skip
+
+
+CLUSTERS = {"etcd": etcd_cluster, "redis": redis_cluster, "postgres": postgres_cluster,
+            "rethinkdb": rethinkdb_cluster, "elasticsearch": elasticsearch_cluster}  # fmt: skip
+FIXTURES = {"etcd": "etcd", "redis": "redis_server", "postgres": "postgres", "rethinkdb": "rethinkdb_standin",
+            "elasticsearch": "elasticsearch_standin"}  # fmt: skip
+AUTH_FIXTURES = FIXTURES | {"etcd": "etcd_auth", "redis": "redis_auth"}
+
+
+@pytest.fixture(params=list(CLUSTERS))
 def backend(request: pytest.FixtureRequest) -> tuple[str, Backend]:
     name = request.param
-    return name, request.getfixturevalue("etcd" if name == "etcd" else "redis_server")
+    return name, request.getfixturevalue(FIXTURES[name])
 
 
 async def test_healthy_then_killed_then_recovers(backend: tuple[str, Backend]) -> None:
@@ -86,13 +107,19 @@ async def test_garbage_on_the_port_is_protocol_error(backend: tuple[str, Backend
         await exp.wait_reason(name, "ok")
 
 
-@pytest.mark.parametrize("name", ["etcd", "redis"])
+@pytest.mark.parametrize("name", list(CLUSTERS))
 async def test_wrong_password_is_auth_failed(name: str, request: pytest.FixtureRequest) -> None:
-    server: Backend = request.getfixturevalue("etcd_auth" if name == "etcd" else "redis_auth")
-    cluster = etcd_cluster(server) if name == "etcd" else redis_cluster(server)  # type: ignore[arg-type]
+    server: Backend = request.getfixturevalue(AUTH_FIXTURES[name])
+    cluster = CLUSTERS[name](server)  # type: ignore[operator]
     async with RunningExporter(settings_for(cluster)) as exp:
         await exp.wait_reason(name, "ok")
         server.break_credentials()
         await exp.wait_reason(name, "auth_failed")
         server.heal_credentials()
         await exp.wait_reason(name, "ok")
+
+
+async def test_postgres_without_placeos_tables_is_not_found(postgres: PostgresServer) -> None:
+    postgres.sql('\\connect placeos\ndrop table "api_key";\n', timeout=10)
+    async with RunningExporter(settings_for(postgres_cluster(postgres))) as exp:
+        await exp.wait_reason("postgres", "not_found")

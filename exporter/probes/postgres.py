@@ -1,0 +1,98 @@
+"""PostgreSQL probe (eras B/C): PlaceOS's own health query, then its key tables (internals §2.2).
+
+asyncpg rather than psycopg 3: it speaks the protocol natively on asyncio (no libpq in the image),
+takes a connect timeout, and ``Connection.terminate()`` drops a connection without a round trip, which
+is what a probe needs when the server hangs (README "PostgreSQL driver").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+import asyncpg
+
+from exporter.placeos import KEY_TABLES, POSTGRES_HEALTH_QUERY
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ssl_context
+from exporter.reasons import Reason
+from exporter.settings import PostgresSettings
+
+
+def connect_args(settings: PostgresSettings) -> dict[str, Any]:
+    """asyncpg arguments from PG_DATABASE_URL or the PG_* parts (the URL wins, as in pg-orm)."""
+    args: dict[str, Any] = {}
+    if settings.url:
+        args["dsn"] = settings.url
+    else:
+        args |= {"host": settings.host, "port": settings.port, "database": settings.db, "user": settings.user}
+    if settings.password:
+        args["password"] = settings.password.get_secret_value()
+    args["ssl"] = tls_arg(settings)
+    return args
+
+
+def tls_arg(settings: PostgresSettings) -> ssl.SSLContext | str | bool:
+    if settings.sslmode in ("verify-ca", "verify-full") or settings.ca_file or settings.cert_file:
+        ctx = ssl_context(settings)
+        if settings.sslmode == "verify-ca":
+            ctx.check_hostname = False
+        return ctx
+    return settings.sslmode
+
+
+async def connect(ctx: ProbeContext) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(**connect_args(ctx.cluster.postgres), timeout=ctx.remaining())
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise ProbeFailure(Reason.NOT_FOUND, f"database does not exist: {exc}") from None
+    except ConnectionError as exc:
+        if "rejected SSL upgrade" in str(exc):  # the port answered the SSLRequest with garbage
+            raise ProbeFailure(Reason.PROTOCOL_ERROR, f"not PostgreSQL: {exc}") from None
+        raise
+
+
+async def close(conn: asyncpg.Connection, ctx: ProbeContext) -> None:
+    """Close politely within the deadline, else drop the socket."""
+    try:
+        await asyncio.wait_for(conn.close(), timeout=min(1.0, ctx.remaining()))
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.terminate()
+
+
+async def missing_tables(conn: asyncpg.Connection, tables: tuple[str, ...]) -> list[str]:
+    rows = await conn.fetch(
+        "select t from unnest($1::text[]) as t where to_regclass(quote_ident(t)) is null", list(tables)
+    )
+    return [r["t"] for r in rows]
+
+
+async def count_rows(ctx: ProbeContext, tables: tuple[str, ...]) -> dict[str, int]:
+    """Row counts of the tables that exist (for the search-index lag)."""
+    conn = await connect(ctx)
+    try:
+        present = [t for t in tables if t not in await missing_tables(conn, tables)]
+        counts: dict[str, int] = {}
+        for table in present:
+            counts[table] = int(await conn.fetchval(f'select count(*) from "{table}"'))  # noqa: S608 (closed set)
+        return counts
+    finally:
+        await close(conn, ctx)
+
+
+async def probe(ctx: ProbeContext) -> Outcome:
+    conn = await connect(ctx)
+    try:
+        row = await conn.fetchrow(POSTGRES_HEALTH_QUERY)
+        if row is None:
+            raise ProbeFailure(Reason.UNHEALTHY, "pg_stat_activity returned no row")
+        missing = await missing_tables(conn, KEY_TABLES)
+        version = conn.get_server_version()
+    finally:
+        await close(conn, ctx)
+    facts = {"server_version": f"{version.major}.{version.minor}", "tables_missing": len(missing)}
+    if missing:
+        raise ProbeFailure(Reason.NOT_FOUND, f"PlaceOS tables missing: {', '.join(missing)}", facts)
+    return Outcome(Reason.OK, f"PostgreSQL {facts['server_version']} answers; PlaceOS tables present", facts)
