@@ -17,3 +17,27 @@ SEARCH_INDICES: tuple[str, ...] = (
 POSTGRES_HEALTH_QUERY = "select datname from pg_stat_activity where datname is not null"
 RETHINKDB_HEALTH_DB = "rethinkdb"
 RETHINKDB_HEALTH_TABLE = "server_status"
+
+# Execute errors, matched in order against the lower-cased ``error`` + ``message`` of the rest-api's
+# error body (internals §1.4, §5.3) and the WebSocket ``msg`` (§5.4). The docs' wordings are matched too
+# (§9): "no core instances", "unable to connect to etcd".
+EXECUTE_ERRORS: tuple[tuple[str, str], ...] = (
+    ("no registered core instances", "no_core_instances"),  # RemoteDriver, §1.4
+    ("no core instances registered", "no_core_instances"),  # rest-api locate_module, §1.4
+    ("no core instances", "no_core_instances"),  # the troubleshooting page
+    ("unable to connect to etcd", "etcd_unreachable"),  # the troubleshooting page
+    ("could not connect to etcd", "etcd_unreachable"),  # crystal-etcd Etcd::ConnectionError, §1.4
+    ("etcd", "etcd_unreachable"),  # any other etcd connection error text
+    ("request to ", "driver_error"),  # core answered non-2xx: module not loaded / process down, §5.3
+    ("module raised", "driver_error"),  # core 203 -> request failed, §5.3
+    ("request failed", "driver_error"),
+    ("error connecting to", "core_unreachable"),  # IO error to a registered core, §5.3
+    ("connection refused", "core_unreachable"),
+    ("timed out", "core_unreachable"),
+    ("socket", "core_unreachable"),
+    ("module not found", "not_found"),
+    ("system not found", "not_found"),
+    ("could not find", "not_found"),
+    ("access denied", "access_denied"),
+    ("unknown x-api-key", "auth_failed"),
+)

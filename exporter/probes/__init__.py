@@ -7,7 +7,21 @@ what the probe needs is configured.
 
 from __future__ import annotations
 
-from exporter.probes import cores, elasticsearch, etcd, postgres, redis, rethinkdb, search_lag
+from collections.abc import Callable
+
+from exporter.probes import (
+    api,
+    cores,
+    drivers,
+    elasticsearch,
+    etcd,
+    execute,
+    postgres,
+    redis,
+    rethinkdb,
+    search_lag,
+    websocket,
+)
 from exporter.probes.base import Probe
 from exporter.settings import ClusterConfig, Era, ProbeName
 
@@ -17,8 +31,42 @@ PROBES: dict[ProbeName, Probe] = {
     ProbeName.POSTGRES: postgres.probe,
     ProbeName.REDIS: redis.probe,
     ProbeName.ELASTICSEARCH: elasticsearch.probe,
+    ProbeName.API_HEALTH: api.api_health,
+    ProbeName.LOGIN: api.login,
+    ProbeName.SYSTEMS_LIST: api.systems_list,
+    ProbeName.MODULE_FUNCTIONS: api.module_functions,
+    ProbeName.EXECUTE: execute.probe,
+    ProbeName.WEBSOCKET: websocket.probe,
     ProbeName.CORE_DISCOVERY: cores.probe,
+    ProbeName.DRIVERS: drivers.probe,
+    ProbeName.TRIGGERS_HEALTH: api.triggers_health,
     ProbeName.SEARCH_INDEX_LAG: search_lag.probe,
+}
+
+
+def _api(c: ClusterConfig) -> bool:
+    return bool(c.api.url)
+
+
+def _login(c: ClusterConfig) -> bool:
+    return _api(c) and api.has_credentials(c.api)
+
+
+def _module(c: ClusterConfig) -> bool:
+    return _login(c) and bool(c.api.system_id and c.api.module)
+
+
+# What a probe needs configured; without it the probe is off (placeos_probe_enabled 0), so an
+# unconfigured probe never reads as an outage.
+REQUIRES: dict[ProbeName, Callable[[ClusterConfig], bool]] = {
+    ProbeName.API_HEALTH: _api,
+    ProbeName.LOGIN: _login,
+    ProbeName.SYSTEMS_LIST: _login,
+    ProbeName.MODULE_FUNCTIONS: _module,
+    ProbeName.EXECUTE: lambda c: _module(c) and bool(c.api.function),
+    ProbeName.WEBSOCKET: _module,
+    ProbeName.DRIVERS: _login,
+    ProbeName.TRIGGERS_HEALTH: lambda c: bool(c.api.url or c.api.triggers_url),
 }
 
 ALL_ERAS = frozenset(Era)
@@ -58,7 +106,7 @@ def enabled_probes(cluster: ClusterConfig, era: Era) -> list[ProbeName]:
             if switch:
                 out.append(name)
             continue
-        if era in ERAS.get(name, ALL_ERAS):
+        if era in ERAS.get(name, ALL_ERAS) and _requirement_met(name, cluster):
             out.append(name)
     # A probe whose prerequisites are off is off (unless switched on explicitly above).
     return [
@@ -66,3 +114,8 @@ def enabled_probes(cluster: ClusterConfig, era: Era) -> list[ProbeName]:
         for n in out
         if all(dep in out for dep in NEEDS.get(n, ())) or (cluster.probes.get(n) and cluster.probes[n].enabled)
     ]
+
+
+def _requirement_met(name: ProbeName, cluster: ClusterConfig) -> bool:
+    check = REQUIRES.get(name)
+    return check is None or check(cluster)

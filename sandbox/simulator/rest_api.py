@@ -1199,6 +1199,10 @@ def routes(api: RestApi) -> web.RouteTableDef:
     async def modules_index(request: web.Request) -> web.StreamResponse:
         return await api.paginate(request, "mod", f"{API}/modules")
 
+    @r.get(f"{API}/drivers")
+    async def drivers_index(request: web.Request) -> web.StreamResponse:
+        return await api.paginate(request, "driver", f"{API}/drivers")
+
     @r.get(f"{API}/systems/control")
     async def control(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)

@@ -1,0 +1,63 @@
+"""execute probe: "Does executing a function work? View the response to see the error." (internals §9)
+
+``POST /api/engine/v2/systems/<sys>/<Mod>_<idx>/<fn>`` with a JSON array of arguments, as Backoffice
+does. Configure an idempotent, read-only function (a status getter): the probe runs it on every
+cycle. Failures are classified by status and the ``error``/``message`` of the body exactly as
+rest-api words them (internals §1.4, §5.3, ``placeos.EXECUTE_ERRORS``).
+
+PlaceOS retries a failing core request with back-off (10 retries up to 40 s apart in eras A/B, 4 in
+C), so a registered core that does not answer can hold the request for minutes. The probe's deadline
+(12 s by default) is far shorter: such an execute reads as ``timeout``, and the core_discovery probe
+tells whether a stale or unreachable core is why.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from exporter.placeos import EXECUTE_ERRORS
+from exporter.probes.api import (
+    ENGINE,
+    base_url,
+    credential_headers,
+    error_text,
+    parse_json,
+    request_headers,
+    timeout,
+    tls,
+)
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, http_status_reason, read_bounded
+from exporter.reasons import Reason
+
+
+def classify_error(status: int, body: Any) -> Reason:
+    """The reason for a failed execute, from its body first and its status second."""
+    text = error_text(body).lower()
+    for marker, reason in EXECUTE_ERRORS:
+        if marker in text:
+            return Reason(reason)
+    if status == 401:
+        return Reason.AUTH_FAILED
+    return http_status_reason(status)
+
+
+async def probe(ctx: ProbeContext) -> Outcome:
+    settings = ctx.cluster.api
+    path = (
+        f"{ENGINE}/systems/{quote(settings.system_id or '')}/{quote(settings.module or '')}"
+        f"/{quote(settings.function or '')}"
+    )
+    headers = request_headers(settings) | await credential_headers(ctx) | {"Content-Type": "application/json"}
+    url = base_url(settings) + path
+    async with ctx.http.post(
+        url, data=json.dumps(settings.args), headers=headers, ssl=tls(settings), timeout=timeout(ctx)
+    ) as resp:
+        raw = await read_bounded(resp)
+        status = resp.status
+    body = parse_json(raw)
+    if 200 <= status < 300:
+        return Outcome(Reason.OK, f"{settings.module}.{settings.function} answered {status}", {"status": status})
+    detail = f"execute: HTTP {status} {error_text(body)}".rstrip()
+    raise ProbeFailure(classify_error(status, body), detail, {"status": status})

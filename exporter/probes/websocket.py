@@ -1,0 +1,107 @@
+"""websocket probe: a Backoffice control session over ``/api/engine/v2/systems/control`` (internals §5.4).
+
+Connect (credential in a header, never in the URL), ``bind`` a status of the configured module and
+wait for its first ``notify``, ``exec`` the configured function when one is set, then ``ping`` ->
+``pong``. Errors are classified by ``error_code`` 0-7, and ``unexpected_failure`` (7) by its
+message like the execute probe (no core instances, etcd, core unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from exporter.probes.api import ENGINE, base_url, credential_headers, module_parts, request_headers, tls
+from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, http_status_reason
+from exporter.probes.execute import classify_error
+from exporter.reasons import Reason
+
+# error_code -> reason (internals §5.4: 0 parse_error ... 7 unexpected_failure).
+ERROR_CODES: dict[int, Reason] = {
+    0: Reason.PROTOCOL_ERROR,
+    1: Reason.NOT_FOUND,  # bad_request: the function does not exist
+    2: Reason.ACCESS_DENIED,
+    3: Reason.DRIVER_ERROR,  # request_failed: the driver raised
+    4: Reason.PROTOCOL_ERROR,
+    5: Reason.NOT_FOUND,
+    6: Reason.NOT_FOUND,
+}
+
+
+def ws_url(http_url: str) -> str:
+    parts = urlsplit(http_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, f"{parts.path.rstrip('/')}{ENGINE}/systems/control", "", ""))
+
+
+def error_reason(message: dict[str, Any]) -> Reason:
+    code = message.get("error_code")
+    if isinstance(code, int) and code in ERROR_CODES:
+        return ERROR_CODES[code]
+    reason = classify_error(int(message.get("code") or 500), {"message": message.get("msg", "")})
+    return Reason.HTTP_5XX if reason is Reason.HTTP_5XX else reason
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, want_id: int | None, kinds: set[str]) -> dict[str, Any]:
+    """The next JSON message with this id and one of these types; an error reply fails the probe."""
+    while True:
+        msg = await ws.receive()
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            if msg.data == "pong":
+                if "pong" in kinds:
+                    return {"type": "pong"}
+                continue
+            try:
+                data = json.loads(msg.data)
+            except ValueError:
+                raise ProbeFailure(Reason.PROTOCOL_ERROR, "websocket: a message that is not JSON") from None
+            if not isinstance(data, dict) or data.get("id") != want_id:
+                continue  # e.g. notifies of an earlier bind
+            if data.get("type") == "error":
+                raise ProbeFailure(
+                    error_reason(data), f"websocket: error_code {data.get('error_code')} {data.get('msg', '')}"[:300]
+                )
+            if data.get("type") in kinds:
+                return data
+        elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            raise ProbeFailure(Reason.PROTOCOL_ERROR, "websocket: closed by the server")
+        elif msg.type is aiohttp.WSMsgType.ERROR:
+            raise ProbeFailure(Reason.PROTOCOL_ERROR, "websocket: transport error")
+
+
+async def probe(ctx: ProbeContext) -> Outcome:
+    settings = ctx.cluster.api
+    name, index = module_parts(settings.module or "")
+    headers = request_headers(settings) | await credential_headers(ctx)
+    url = ws_url(base_url(settings))
+    try:
+        ws = await ctx.http.ws_connect(
+            url, headers=headers, ssl=tls(settings, url), max_msg_size=MAX_BODY_BYTES, autoping=True,
+            timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
+        )  # fmt: skip
+    except aiohttp.WSServerHandshakeError as exc:
+        reason = Reason.AUTH_FAILED if exc.status == 401 else http_status_reason(exc.status)
+        raise ProbeFailure(reason, f"websocket upgrade: HTTP {exc.status}") from None
+    steps = ["bind"]
+    try:
+        bind = {"id": 1, "cmd": "bind", "sys": settings.system_id, "mod": name, "index": index,
+                "name": settings.status_key}  # fmt: skip
+        await ws.send_str(json.dumps(bind))
+        await receive(ws, 1, {"success"})
+        await receive(ws, 1, {"notify"})
+        steps.append("notify")
+        if settings.function:
+            exec_ = {"id": 2, "cmd": "exec", "sys": settings.system_id, "mod": name, "index": index,
+                     "name": settings.function, "args": settings.args}  # fmt: skip
+            await ws.send_str(json.dumps(exec_))
+            await receive(ws, 2, {"success"})
+            steps.append("exec")
+        await ws.send_str("ping")
+        await receive(ws, None, {"pong"})
+        steps.append("pong")
+    finally:
+        await ws.close()
+    return Outcome(Reason.OK, f"websocket {' + '.join(steps)} ok", {"steps": len(steps)})
