@@ -1,4 +1,5 @@
-"""Reference docs generated from the code: docs/metrics.md (the contract) and docs/configuration.md.
+"""Files generated from the code: docs/metrics.md (the contract), docs/configuration.md, and from the
+failure model the alert rules, inhibit rules, their promtool tests and docs/runbook.md.
 
 ``python -m exporter.docs`` rewrites them; a test fails when the committed files drift from the code.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from exporter import rules
 from exporter.failure_model import CAUSES, COMPONENTS, IMPACTS
 from exporter.metrics import CONTRACT
 from exporter.reasons import Reason
@@ -89,7 +91,14 @@ def configuration_md() -> str:
     return "".join(lines)
 
 
-DOCS = {"docs/metrics.md": metrics_md, "docs/configuration.md": configuration_md}
+DOCS = {
+    "docs/metrics.md": metrics_md,
+    "docs/configuration.md": configuration_md,
+    "docs/runbook.md": rules.runbook_md,
+    "alerts/placeos-exporter.rules.yml": rules.rules_yaml,
+    "alerts/alertmanager-inhibit.yml": rules.inhibit_yaml,
+    "alerts/tests.yml": rules.tests_yaml,
+}
 
 
 def main(argv: list[str]) -> int:

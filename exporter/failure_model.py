@@ -270,3 +270,81 @@ def impacts_of(cause_ids: set[str] | frozenset[str]) -> set[str]:
         for component in cause.components:
             out.update(COMPONENTS[component].impacts)
     return out
+
+
+# --- the runbook: how to confirm and recover, per cause (docs/runbook.md and alert runbook_url) -------
+# The page's troubleshooting steps, the health routes of internals §7 and the debug-log tip of §9.
+DEBUG_LOGS = (
+    "Get debug logs from a PlaceOS service: `ps aux | grep <service>` on its host, then `kill -USR1 <pid>` "
+    "toggles trace logging (internals §7)."
+)
+
+
+@dataclass(frozen=True)
+class RunbookEntry:
+    confirm: tuple[str, ...]
+    recover: tuple[str, ...]
+
+
+RUNBOOK: dict[str, RunbookEntry] = {
+    "etcd": RunbookEntry(
+        confirm=("`etcdctl --endpoints http://$ETCD_HOST:$ETCD_PORT endpoint health` (and `endpoint status -w table` "
+                 "for the leader)",
+                 "`curl -s -XPOST http://$ETCD_HOST:$ETCD_PORT/v3/maintenance/status -d '{}'`: what rest-api and core "
+                 "check (internals §1.1)",
+                 "Execute a function from Backoffice: the error names core instances or etcd"),
+        recover=("Restart the etcd member(s); check disk space (NOSPACE alarm: `etcdctl alarm list`, then "
+                 "`etcdctl defrag` and `etcdctl alarm disarm`)",
+                 "Cores re-register within the lease TTL (15 s); restart core if "
+                 "`placeos_core_instances{state=\"live\"}` stays 0")),
+    "database": RunbookEntry(
+        confirm=("Can you log in to Backoffice? A 401 `unknown X-API-Key` is also what PlaceOS answers while its "
+                 "database is down (internals §5.2)",
+                 "RethinkDB (era A): the admin UI or `r.db('rethinkdb').table('server_status')`; PostgreSQL (B/C): "
+                 "`pg_isready -h $PG_HOST` and `psql -c 'select datname from pg_stat_activity'`",
+                 "`curl -i https://<placeos>/api/engine/v2/` returns 500 while a backend is down"),
+        recover=("Restart or fail over the database; check disk and credentials (`RETHINKDB_PASSWORD` / "
+                 "`PG_PASSWORD`) of rest-api, core and auth",
+                 "Existing WebSocket sessions keep working meanwhile; new logins fail until it is back")),
+    "redis": RunbookEntry(
+        confirm=("`redis-cli -u $REDIS_URL ping`",
+                 "Open a system in Backoffice: do the modules and module functions load? (the page's Redis step)"),
+        recover=("Restart Redis; module status and metadata are rewritten by the drivers as they reconnect",
+                 "In era C core discovery lives in Redis too: check `placeos_core_instances` after recovery")),
+    "elasticsearch": RunbookEntry(
+        confirm=("`curl -s http://$ELASTIC_HOST:$ELASTIC_PORT/_cluster/health?pretty` (red = down)",
+                 "Does Backoffice list the systems? (the page's Elasticsearch step)"),
+        recover=("Bring Elasticsearch back (red: unassigned primary shards, `GET /_cluster/allocation/explain`)",
+                 "If indices are empty or behind, `POST /api/search-ingest/v1/reindex` then `/backfill`")),
+    "core": RunbookEntry(
+        confirm=("`placeos_core_instances`: live 0 means no core registered; stale > 0 (era C) means a core died "
+                 "without deregistering and the API still routes to it (internals §1.2)",
+                 "`curl http://<core>:3000/api/core/v1/` on each core; execute error `No registered core instances`"),
+        recover=("Restart core; in era C, if a dead core's entry stays, `POST /api/engine/v2/cluster/rebalance` or "
+                 "restart a live core (registered cores prune expired entries)",)),
+    "driver": RunbookEntry(
+        confirm=("`placeos_driver_up == 0` names the driver; Backoffice > Drivers shows compilation output",
+                 "`GET /api/engine/v2/cluster/<core>?include_status=true`: `running`, `launch_count`, "
+                 "`last_exit_code` (internals §11.1)"),
+        recover=("Fix the driver and recompile (`POST /api/engine/v2/drivers/<id>/recompile`), or roll back its "
+                 "commit; a crash loop shows as a rising `placeos_driver_launches_total`",)),
+    "api": RunbookEntry(
+        confirm=("`curl -i https://<placeos>/api/engine/v2/` through the load balancer and directly to rest-api "
+                 "(port 3000): is the request reaching the service?",
+                 "Load balancer / nginx logs, rest-api container health "
+                 "(`/rest-api -c http://127.0.0.1:3000/api/engine/v2/`)"),
+        recover=("Restart rest-api or fix the load balancer route; backends are healthy in this case",)),
+    "api_etcd": RunbookEntry(
+        confirm=("etcd answers the exporter, but execute says `unable to connect to etcd`: check `ETCD_HOST`/"
+                 "`ETCD_PORT` of rest-api and the network path from rest-api to etcd",),
+        recover=("Fix the rest-api's etcd address or network policy, then restart rest-api",)),
+    "exporter_config": RunbookEntry(
+        confirm=("`placeos-exporter check` from the exporter's host, and `placeos-exporter check-config` (secrets "
+                 "masked): which credential or target is rejected?",),
+        recover=("Correct the exporter's settings (API key of a support/admin user with the cluster and public "
+                 "scopes, backend passwords, system/module/function to probe) and reload (`POST /-/reload`)",)),
+    "unknown": RunbookEntry(
+        confirm=("`/diagnose` lists the failing probes and their reasons; walk the page's triage: login, systems "
+                 "list, modules and functions, execute",),
+        recover=("Follow the failing probe's backend section above",)),
+}  # fmt: skip
