@@ -27,6 +27,7 @@ from exporter.scheduler import MAX_START_SPREAD, Scheduler
 from exporter.settings import ConfigError, ProbeName, Settings, load_settings, redact_url
 from exporter.snapshot import ClusterSnapshot, Snapshot
 from exporter.web import AppState, make_app
+from exporter.webconfig import WebConfig
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(settings, args))
     except KeyboardInterrupt:
         pass
-    except ListenError as exc:
+    except (ListenError, ConfigError) as exc:
         print(f"placeos-exporter: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -158,9 +159,13 @@ class Exporter:
     async def start(self) -> int:
         """Listen, then start probing; returns the bound port (0 in the settings picks a free one)."""
         host, port = split_address(self.settings.listen_address)
-        self.runner = web.AppRunner(make_app(self.state), access_log=None, handle_signals=False)
+        web_config = WebConfig.load(self.settings.web_config_file) if self.settings.web_config_file else None
+        middlewares = [web_config.middleware()] if web_config else []
+        self.runner = web.AppRunner(make_app(self.state, middlewares), access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        site = web.TCPSite(
+            self.runner, host, port, reuse_address=True, ssl_context=web_config.ssl_context if web_config else None
+        )
         try:
             await site.start()
         except OSError as exc:
