@@ -17,7 +17,7 @@ STEPS: tuple[tuple[str, tuple[ProbeName, ...]], ...] = (
     ("Do the backends answer? (etcd, database, Redis, Elasticsearch)",
      (ProbeName.ETCD, ProbeName.RETHINKDB, ProbeName.POSTGRES, ProbeName.REDIS, ProbeName.ELASTICSEARCH)),
     ("Can you log in?", (ProbeName.API_HEALTH, ProbeName.LOGIN)),
-    ("Does Backoffice list the systems?", (ProbeName.SYSTEMS_LIST,)),
+    ("Does Backoffice list the systems?", (ProbeName.SYSTEMS_LIST, ProbeName.SEARCH_INDEX_LAG)),
     ("Do the modules and module functions load?", (ProbeName.MODULE_FUNCTIONS,)),
     ("Does executing a function work?", (ProbeName.EXECUTE, ProbeName.WEBSOCKET)),
     ("Are cores registered and drivers running?",

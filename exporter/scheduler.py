@@ -63,6 +63,14 @@ class Scheduler:
     async def start(self) -> None:
         self.http = new_http_session()
         for cluster in self.settings.clusters:
+            # Series exist from the first scrape on: enable the probes of the configured (or, for
+            # ``era: auto``, the inferred) era now; detection may switch the era moments later.
+            cs = self.snapshot.clusters[cluster.name]
+            if cs.era is None:
+                era = Era(cluster.era) if cluster.era != "auto" else cluster.inferred_era()
+                cs.set_era(era, "configured" if cluster.era != "auto" else "fallback")
+                cs.set_enabled(enabled_probes(cluster, era))
+        for cluster in self.settings.clusters:
             self.tasks[cluster.name] = [asyncio.create_task(self._cluster_main(cluster), name=f"era:{cluster.name}")]
 
     async def stop(self) -> None:

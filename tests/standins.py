@@ -30,7 +30,7 @@ class StandIn:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.password = secrets.token_urlsafe(12)
+        self.password = secrets.token_urlsafe(12)  # may start with "-": always pass it as --flag=value
         self.proc = self._start()
         self.credentials_broken = False
 
@@ -83,7 +83,7 @@ class RethinkDBStandIn(StandIn):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "sandbox.standins.rethinkdb", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--admin-password", self.password]  # fmt: skip
+                "--data-dir", str(self.data_dir), f"--admin-password={self.password}"]  # fmt: skip
 
     def set_password(self, old: str, new: str) -> None:
         """As an operator would: r.db("rethinkdb").table("users").get("admin").update(...)."""
@@ -103,7 +103,7 @@ class ElasticsearchStandIn(StandIn):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "sandbox.standins.elasticsearch", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--version", self.version, "--password", self.password]  # fmt: skip
+                "--data-dir", str(self.data_dir), "--version", self.version, f"--password={self.password}"]  # fmt: skip
 
     def call(self, method: str, path: str, body: Any = None, password: str | None = None) -> Any:
         auth = b64encode(f"elastic:{password or self.password}".encode()).decode()

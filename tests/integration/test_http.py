@@ -52,8 +52,11 @@ async def test_health_routes_and_formats(redis_server: RedisServer) -> None:
         status, text, _ = await exp.get("/-/healthy")
         assert status == 200 and text.strip() == "Healthy"
         await exp.wait_reason("redis", "ok")
-        status, _, _ = await exp.get("/-/ready")
-        assert status == 200
+
+        async def ready() -> bool:
+            return (await exp.get("/-/ready"))[0] == 200  # once every probe has a first result
+
+        await wait_for(ready, 10, "/-/ready")
 
         status, text, headers = await exp.get("/metrics", Accept="application/openmetrics-text; version=1.0.0")
         assert status == 200
@@ -85,13 +88,15 @@ async def test_promtool_accepts_a_live_scrape(redis_server: RedisServer) -> None
 
 async def test_scrape_does_not_need_a_backend() -> None:
     """With every backend unreachable, /metrics still answers and carries every probe's series."""
-    cluster = {"era": "A", "etcd": {"host": "127.0.0.1", "port": free_port()},
+    dead = {"host": "127.0.0.1", "port": free_port()}
+    cluster = {"era": "A", "etcd": dead, "rethinkdb": dead, "elasticsearch": dead,
                "redis": {"url": f"redis://127.0.0.1:{free_port()}/0"}}  # fmt: skip
     async with RunningExporter(settings_for(cluster)) as exp:
         samples = await exp.samples()
-        for probe in ("etcd", "redis", "core_discovery"):
+        for probe in ("etcd", "rethinkdb", "redis", "elasticsearch", "core_discovery", "search_index_lag"):
             assert ("placeos_probe_success", frozenset({("probe", probe)})) in samples
-        await exp.wait_reason("etcd", "connection_refused")
+        for probe in ("etcd", "rethinkdb", "redis", "elasticsearch"):
+            await exp.wait_reason(probe, "connection_refused")
         async with aiohttp.ClientSession() as http, http.get(exp.url + "/diagnose") as resp:
             report = await resp.json()
-        assert {c["cause"] for c in report["root_causes"]} == {"etcd", "redis"}
+        assert {c["cause"] for c in report["root_causes"]} == {"etcd", "database", "redis", "elasticsearch"}
