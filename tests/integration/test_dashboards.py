@@ -3,11 +3,14 @@ follows the conventions, and every query is proved against a real Prometheus.
 
 The Prometheus test runs a small PlaceOS of era B on loopback, so that every series the dashboards
 read exists: real etcd, Redis and PostgreSQL (conftest), the Elasticsearch stand-in, and the sandbox's
-core (a process with drivers), search-ingest, rest-api and triggers. The real exporter watches it, a
-real Prometheus scrapes the exporter every second twice over (``/metrics``, and ``/probe?cluster=``
-the blackbox way, so the variables work for both deployments), and each panel query, its Grafana
-variables replaced, goes through ``/api/v1/query``. Then Redis is killed and Elasticsearch turned red,
-and the failure-only panels must show them.
+core (a process with drivers), search-ingest, rest-api and triggers. The real exporter watches it and a
+second, failing cluster (era C, no core). A real Prometheus scrapes the exporter every second in the
+three ways it is deployed: ``/metrics``; ``/probe?cluster=`` the blackbox way (instance = cluster);
+``/probe?cluster=`` per cluster with a ``cluster`` label on one shared instance (the Helm chart's
+ServiceMonitor). Each panel query, its Grafana variables replaced as Grafana would, goes through
+``/api/v1/query`` (and ``query_range`` for time series) in each way, and must run and return data,
+unless its panel is marked as empty while healthy. The failing cluster must not leak into the healthy
+one's view. Then Redis is killed and Elasticsearch turned red, and the failure-only panels must show it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import importlib.util
 import json
 import re
 import secrets
+import shutil
 import sys
 import time
 import urllib.request
@@ -27,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import aiohttp
+import pytest
 import redis as redis_sync
 import yaml
 from aiohttp import web
@@ -50,23 +55,19 @@ Json = dict[str, Any]
 DASHBOARDS = ROOT / "dashboards"
 FILES = ("placeos-overview.json", "placeos-backends.json")
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-JOB = "placeos-exporter"  # /metrics, as alerts/placeos-exporter.rules.yml expects
-PROBE_JOB = "placeos-exporter-probe"  # /probe?cluster=default, instance = the cluster name
 CLUSTER = "default"
 
-# What Grafana puts in place of its own variables (longest first: $__range_s before $__range).
+# What Grafana puts in place of its own variables (replaced longest name first: $__range_s before $__range).
 GRAFANA_VARS = {
-    "${__rate_interval}": "15s",
     "$__rate_interval": "15s",
-    "${__interval}": "5s",
-    "$__interval": "5s",
     "$__interval_ms": "5000",
-    "${__range}": "5m",
-    "$__range_s": "300",
+    "$__interval": "5s",
     "$__range_ms": "300000",
+    "$__range_s": "300",
     "$__range": "5m",
 }
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^{}]*)\}")
+LABEL_VALUES = re.compile(r"label_values\((?P<match>.+),\s*(?P<label>\w+)\)")
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 
 
@@ -118,15 +119,6 @@ def all_queries() -> list[Query]:
     return out
 
 
-def concrete(expr: str, job: str, instance: str) -> str:
-    """The query as Grafana sends it: dashboard and built-in variables replaced."""
-    values = {**GRAFANA_VARS, "${job}": job, "$job": job, "${instance}": instance, "$instance": instance}
-    for var, value in values.items():
-        expr = expr.replace(var, value)
-    assert "$" not in expr, f"a variable is left in {expr}"
-    return expr
-
-
 # ------------------------------------------------------------------------------------- static checks
 
 
@@ -134,7 +126,7 @@ def test_committed_json_is_the_builders_output() -> None:
     for name, text in BUILD.built().items():
         committed = (DASHBOARDS / name).read_text(encoding="utf-8")
         assert committed == text, f"dashboards/{name} is stale: run .venv/bin/python dashboards/build.py"
-    assert set(BUILD.built()) == set(FILES)
+    assert set(BUILD.built()) == set(FILES) == {p.name for p in DASHBOARDS.glob("*.json")}
 
 
 def test_dashboard_conventions() -> None:
@@ -148,8 +140,14 @@ def test_dashboard_conventions() -> None:
         assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
         assert variables["job"]["definition"] == "label_values(placeos_probe_success, job)"
         assert variables["instance"]["definition"] == 'label_values(placeos_probe_success{job=~"$job"}, instance)'
-        for var in ("job", "instance"):
+        assert (
+            variables["cluster"]["definition"]
+            == 'label_values(placeos_probe_success{job=~"$job", instance=~"$instance"}, cluster)'
+        )
+        for var in ("job", "instance", "cluster"):
+            assert not variables[var]["includeAll"] and not variables[var]["multi"], f"{name}: one {var} at a time"
             assert variables[var]["type"] == "query" and variables[var]["datasource"] == DATASOURCE
+            assert variables[var]["query"]["query"] == variables[var]["definition"]
         check_datasources(board, name)
 
         ids = [p["id"] for p in board["panels"]]
@@ -219,12 +217,13 @@ def check_expr(expr: str, where: str) -> None:
         matchers = {(label, op): value for label, op, value in MATCHER.findall(body)}
         assert matchers.get(("job", "=~")) == "$job", f'{where}: {metric} without job=~"$job"'
         assert matchers.get(("instance", "=~")) == "$instance", f'{where}: {metric} without instance=~"$instance"'
+        assert matchers.get(("cluster", "=~")) == "$cluster", f'{where}: {metric} without cluster=~"$cluster"'
         if metric == "up":
             continue
         spec = SPECS.get(metric) or SPECS.get(metric.removesuffix("_bucket"))
         assert spec is not None, f"{where}: {metric} is not in the metric contract (exporter/metrics.py)"
         for (label, _op), value in matchers.items():
-            if label in ("job", "instance"):
+            if label in ("job", "instance", "cluster"):
                 continue
             assert label in spec.labels, f"{where}: {metric} has no label {label}"
             closed = spec.values.get(label)
@@ -290,7 +289,7 @@ async def placeos_b(
             "redis": {"url": redis.url},
             "postgres": {"url": postgres.dsn},
             "elasticsearch": {"host": es.host, "port": es.port, "username": "elastic", "password": es.password,
-                              "index_lag_interval": 1.0},
+                              "index_lag_interval": 3.0},
             "api": {"url": f"http://127.0.0.1:{api.port}", "host_header": seed.AUTHORITY_DOMAIN,
                     "api_key": f"{seed.API_KEY_ID}.{key_secret}", "system_id": seed.PROBE_SYSTEM,
                     "module": seed.PROBE_MODULE, "function": seed.PROBE_FUNCTION,
@@ -303,6 +302,25 @@ async def placeos_b(
             proc.terminate()
 
 
+# Three ways to scrape the exporter, each a set of values for the dashboard variables.
+METRICS_JOB = "placeos-exporter"  # /metrics: the first cluster, no cluster label (alerts use this job name)
+BLACKBOX_JOB = "placeos-exporter-blackbox"  # /probe?cluster=, instance = the cluster name (README)
+CLUSTERS_JOB = "placeos-exporter-clusters"  # /probe?cluster= per cluster, cluster label (the Helm chart)
+SECOND = "second"  # a second cluster behind the same target: era C with no core registered, so failing
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What Grafana substitutes for $job, $instance and $cluster ("" = the variable's None)."""
+
+    job: str
+    instance: str
+    cluster: str
+
+    def __str__(self) -> str:
+        return f"job={self.job} instance={self.instance} cluster={self.cluster or 'None'}"
+
+
 class Prometheus:
     """A real Prometheus scraping the exporter every second, queried over its HTTP API."""
 
@@ -310,15 +328,21 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         target = f"127.0.0.1:{exporter_port}"
+        to_exporter = {"target_label": "__address__", "replacement": target}
+        from_param = {"source_labels": ["__address__"], "target_label": "__param_cluster"}
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
             "scrape_configs": [
-                {"job_name": JOB, "static_configs": [{"targets": [target]}]},
-                {"job_name": PROBE_JOB, "metrics_path": "/probe", "static_configs": [{"targets": [CLUSTER]}],
+                {"job_name": METRICS_JOB, "static_configs": [{"targets": [target]}]},
+                {"job_name": BLACKBOX_JOB, "metrics_path": "/probe", "static_configs": [{"targets": [CLUSTER]}],
                  "relabel_configs": [
-                     {"source_labels": ["__address__"], "target_label": "__param_cluster"},
-                     {"source_labels": ["__param_cluster"], "target_label": "instance"},
-                     {"target_label": "__address__", "replacement": target},
+                     from_param, {"source_labels": ["__param_cluster"], "target_label": "instance"}, to_exporter,
+                 ]},
+                {"job_name": CLUSTERS_JOB, "metrics_path": "/probe",
+                 "static_configs": [{"targets": [CLUSTER, SECOND]}],
+                 "relabel_configs": [
+                     from_param, {"source_labels": ["__param_cluster"], "target_label": "cluster"},
+                     {"target_label": "instance", "replacement": target}, to_exporter,
                  ]},
             ],
         }  # fmt: skip
@@ -346,46 +370,73 @@ class Prometheus:
             body: Json = await resp.json()
             return body
 
-    async def query(self, expr: str) -> Json:
-        return await self.api("query", query=expr)
-
     async def result(self, expr: str) -> list[Json]:
-        body = await self.query(expr)
+        body = await self.api("query", query=expr)
         assert body["status"] == "success", f"{expr}: {body}"
         result: list[Json] = body["data"]["result"]
         return result
+
+    async def label_values(self, label: str, match: str) -> set[str]:
+        body = await self.api(f"label/{label}/values", **{"match[]": match})
+        assert body["status"] == "success", body
+        return set(body["data"])
 
     async def close(self) -> None:
         await self.http.close()
         self.proc.terminate()
 
 
-async def run_all(prom: Prometheus, queries: list[Query], instances: dict[str, str]) -> dict[Query, list[str]]:
-    """Every query for both scrape jobs; returns the problems found per query ([] = parsed, had data)."""
+def concrete(expr: str, scope: Scope) -> str:
+    """The query as Grafana sends it: dashboard and built-in variables replaced."""
+    values = {**GRAFANA_VARS, "$job": scope.job, "$instance": scope.instance, "$cluster": scope.cluster}
+    values |= {"${" + var[1:] + "}": value for var, value in values.items()}  # ${name} is the same variable
+    for var in sorted(values, key=len, reverse=True):
+        expr = expr.replace(var, values[var])
+    assert "$" not in expr, f"a variable is left in {expr}"
+    return expr
+
+
+async def run_all(prom: Prometheus, queries: list[Query], scopes: list[Scope]) -> dict[Query, list[str]]:
+    """Every query in every scope: the problems found per query ("no data", or why it does not run)."""
     problems: dict[Query, list[str]] = {}
     now = time.time()
     for q in queries:
         found: list[str] = []
-        for job, instance in instances.items():
-            expr = concrete(q.expr, job, instance)
-            body = await prom.query(expr)
+        for scope in scopes:
+            expr = concrete(q.expr, scope)
+            body = await prom.api("query", query=expr)
             if body["status"] != "success":
-                found.append(f"[{job}] does not run: {body.get('errorType')}: {body.get('error')}")
+                found.append(f"[{scope}] does not run: {body.get('errorType')}: {body.get('error')}")
                 continue
             if not body["data"]["result"]:
-                found.append(f"[{job}] no data")
+                found.append(f"[{scope}] no data")
             if q.kind in ("timeseries", "state-timeline"):
                 ranged = await prom.api("query_range", query=expr, start=str(now - 20), end=str(now), step="1")
                 if ranged["status"] != "success":
-                    found.append(f"[{job}] range query fails: {ranged.get('error')}")
+                    found.append(f"[{scope}] range query does not run: {ranged.get('error')}")
         problems[q] = found
     return problems
 
 
-async def labels_of(prom: Prometheus, q: Query, job: str, instance: str, label: str) -> set[str]:
-    return {r["metric"].get(label, "") for r in await prom.result(concrete(q.expr, job, instance))}
+def broken(problems: dict[Query, list[str]], *, data_required: bool) -> list[str]:
+    """Queries that do not run; with ``data_required``, also those without data (unless marked)."""
+    out = []
+    for q, found in problems.items():
+        errors = [f for f in found if not f.endswith("no data")]
+        if errors or (found and data_required and not q.maybe_empty):
+            out.append(f"{q}\n    " + "\n    ".join(found))
+    return out
 
 
+async def labels_of(prom: Prometheus, q: Query, scope: Scope, label: str) -> set[str]:
+    return {r["metric"].get(label, "") for r in await prom.result(concrete(q.expr, scope))}
+
+
+async def values_of(prom: Prometheus, q: Query, scope: Scope) -> list[str]:
+    return [r["value"][1] for r in await prom.result(concrete(q.expr, scope))]
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus comes with Debian's prometheus package")
 async def test_every_query_against_real_prometheus(
     etcd: EtcdServer,
     redis_server: RedisServer,
@@ -395,77 +446,109 @@ async def test_every_query_against_real_prometheus(
 ) -> None:
     queries = all_queries()
     assert len(queries) > 50
-    async with (
-        placeos_b(etcd, redis_server, postgres, elasticsearch_standin, tmp_path) as cluster,
-        RunningExporter(settings_for(cluster, interval=2.0, timeout=1.5)) as exp,
-    ):
-        prom = Prometheus(tmp_path / "prometheus", exp.port)
-        try:
-            await wait_for(prom.ready, 20, "Prometheus ready")
-            instances = {JOB: f"127.0.0.1:{exp.port}", PROBE_JOB: CLUSTER}
+    overview = {q.panel: q for q in queries if q.board == "placeos-overview.json"}
+    backends = {q.panel: q for q in queries if q.board == "placeos-backends.json"}
+    second = {"name": SECOND, "era": "C", "redis": {"url": redis_server.url}, "postgres": {"url": postgres.dsn},
+              "elasticsearch": {"enabled": False}}  # fmt: skip
+    async with placeos_b(etcd, redis_server, postgres, elasticsearch_standin, tmp_path) as cluster:
+        settings = settings_for(cluster, clusters=[cluster, second], interval=3.0, timeout=2.5)
+        async with RunningExporter(settings) as exp:
+            prom = Prometheus(tmp_path / "prometheus", exp.port)
+            try:
+                await check_dashboards(prom, f"127.0.0.1:{exp.port}", queries, overview, backends,
+                                       elasticsearch_standin, redis_server)  # fmt: skip
+            finally:
+                await prom.close()
 
-            # Healthy: every probe of both jobs passed in each of the last few scrapes, and the per-driver
-            # series have been there long enough for rate().
-            async def healthy() -> bool:
-                rows = await prom.result("min by (job) (min_over_time(placeos_probe_success[4s]))")
-                ok = {r["metric"]["job"] for r in rows if r["value"][1] == "1"}
-                none = await prom.result('min by (job) (min_over_time(placeos_root_cause{cause="none"}[4s])) == 1')
-                drivers = await prom.result("count by (job) (count_over_time(placeos_driver_launches_total[4s]) >= 3)")
-                return ok == set(instances) and len(none) == 2 and len(drivers) == 2
 
-            await wait_for(healthy, 45, "every probe to pass in the last scrapes", interval=0.25)
+async def check_dashboards(
+    prom: Prometheus,
+    target: str,
+    queries: list[Query],
+    overview: dict[str, Query],
+    backends: dict[str, Query],
+    es: ElasticsearchStandIn,
+    redis_server: RedisServer,
+) -> None:
+    healthy_scopes = [Scope(METRICS_JOB, target, ""), Scope(BLACKBOX_JOB, CLUSTER, ""),
+                      Scope(CLUSTERS_JOB, target, CLUSTER)]  # fmt: skip
+    failing_scope = Scope(CLUSTERS_JOB, target, SECOND)
+    await wait_for(prom.ready, 20, "Prometheus ready")
 
-            # The variables resolve as Grafana's label_values() would.
-            for job, instance in instances.items():
-                body = await prom.api("label/instance/values", **{"match[]": f'placeos_probe_success{{job=~"{job}"}}'})
-                assert body["data"] == [instance]
-            body = await prom.api("label/job/values", **{"match[]": "placeos_probe_success"})
-            assert set(body["data"]) == set(instances)
+    # Healthy, as the overview shows it: in all three jobs every probe of the default cluster passes, the
+    # verdict says Healthy and nothing is broken; the second cluster (same job and instance) is FAILING;
+    # the per-driver series have been scraped often enough for rate().
+    expected = {(s.job, s.cluster) for s in healthy_scopes}
 
-            problems = await run_all(prom, queries, instances)
-            bad = [f"{q}\n    " + "; ".join(p) for q, p in problems.items()
-                   if any("no data" not in m for m in p) or (p and not q.maybe_empty)]  # fmt: skip
-            assert not bad, "panel queries that fail against Prometheus:\n" + "\n".join(bad)
-            healthy_empty = {q for q, p in problems.items() if p}
-            assert all(q.maybe_empty for q in healthy_empty)
+    async def ready() -> bool:
+        passing = await prom.result(f'min by (job, cluster) (placeos_probe_success{{cluster!="{SECOND}"}}) == 1')
+        drivers = await prom.result("count by (job, cluster) (count_over_time(placeos_driver_launches_total[4s]) >= 3)")
+        if not ({(r["metric"]["job"], r["metric"].get("cluster", "")) for r in passing} == expected
+                and len(drivers) == len(expected)):  # fmt: skip
+            return False
+        for scope in healthy_scopes:
+            if await values_of(prom, overview["PlaceOS"], scope) != ["1"]:
+                return False
+            if await values_of(prom, overview["What is broken"], scope) != []:
+                return False
+        return await values_of(prom, overview["PlaceOS"], failing_scope) == ["0"]
 
-            overview = {q.panel: q for q in queries if q.board == "placeos-overview.json"}
-            backends = {q.panel: q for q in queries if q.board == "placeos-backends.json"}
-            for job, instance in instances.items():
-                verdict = await prom.result(concrete(overview["PlaceOS"].expr, job, instance))
-                assert [r["value"][1] for r in verdict] == ["1"]
+    await wait_for(ready, 45, "the default cluster Healthy in every job, the second FAILING", interval=0.25)
 
-            # Broken: Redis killed, Elasticsearch red. The failure-only panels must now say so.
-            elasticsearch_standin.set_health("red")
-            redis_server.proc.kill()
+    # Each scope is what the variables offer: their label_values() queries, run as Grafana runs them
+    # (the label values API), list its job, instance and cluster; none where there is no cluster label.
+    templating = boards()["placeos-overview.json"]["templating"]["list"]
+    variables = {v["name"]: v["definition"] for v in templating if v["type"] == "query"}
+    assert list(variables) == ["job", "instance", "cluster"]
+    for scope in [*healthy_scopes, failing_scope]:
+        for name, definition in variables.items():
+            found = LABEL_VALUES.fullmatch(concrete(definition, scope))
+            assert found is not None, definition
+            values = await prom.label_values(found["label"], found["match"])
+            value = getattr(scope, name)
+            assert value in values if value else values == set(), (scope, name, values)
 
-            async def diagnosed() -> bool:
-                rows = await prom.result('placeos_root_cause{cause=~"redis|elasticsearch"} == 1')
-                rates = await prom.result(
-                    'sum by (job, probe) (rate(placeos_probe_failures_total{probe=~"redis|elasticsearch"}[15s])) > 0'
-                )
-                return len(rows) == 4 and len(rates) == 4
+    problems = await run_all(prom, queries, healthy_scopes)
+    bad = broken(problems, data_required=True)
+    assert not bad, "panel queries that fail against Prometheus (healthy cluster):\n" + "\n".join(bad)
+    empty_when_healthy = {q for q, found in problems.items() if found}
 
-            await wait_for(diagnosed, 30, "the diagnosis of Redis and Elasticsearch in Prometheus", interval=0.25)
+    # The failing cluster behind the same job and instance: every query runs, and nothing of it leaks
+    # into the default cluster's view above (the cluster variable separates them).
+    bad = broken(await run_all(prom, queries, [failing_scope]), data_required=False)
+    assert not bad, "panel queries that fail against Prometheus (failing cluster):\n" + "\n".join(bad)
+    assert await labels_of(prom, overview["What is broken"], failing_scope, "cause")
 
-            problems = await run_all(prom, [q for q in queries if q.maybe_empty], instances)
-            bad = [f"{q}: {p}" for q, p in problems.items() if any("no data" not in m for m in p)]
-            assert not bad, "failure-only panel queries that fail against Prometheus:\n" + "\n".join(bad)
-            for job, instance in instances.items():
-                verdict = await prom.result(concrete(overview["PlaceOS"].expr, job, instance))
-                assert [r["value"][1] for r in verdict] == ["0"]
-                causes = await labels_of(prom, overview["What is broken"], job, instance, "cause")
-                assert {"redis", "elasticsearch"} <= causes
-                impacts = await labels_of(prom, overview["What users feel"], job, instance, "impact")
-                assert impacts_of({"redis", "elasticsearch"}) <= impacts
-                failing = await labels_of(prom, overview["Failing probes and why"], job, instance, "probe")
-                assert {"redis", "elasticsearch"} <= failing
-                for title in ("Redis probe failures", "Elasticsearch probe failures"):
-                    assert await labels_of(prom, backends[title], job, instance, "reason"), title
-                health = await prom.result(concrete(backends["Cluster health"].expr, job, instance))
-                assert [r["value"][1] for r in health] == ["2"]  # red
-            shown = [q for q in healthy_empty if not problems[q]]
-            print(f"{len(queries)} queries; {len(healthy_empty)} empty while healthy, {len(shown)} of them "
-                  f"showed the failure")  # fmt: skip
-        finally:
-            await prom.close()
+    # Broken: Redis killed, Elasticsearch red. The failure-only panels must now say so.
+    es.set_health("red")
+    redis_server.proc.kill()
+
+    async def diagnosed() -> bool:
+        causes = await prom.result(f'placeos_root_cause{{cause=~"redis|elasticsearch", cluster!="{SECOND}"}} == 1')
+        rates = await prom.result(
+            "sum by (job, cluster, probe) "
+            f'(rate(placeos_probe_failures_total{{probe=~"redis|elasticsearch", cluster!="{SECOND}"}}[15s])) > 0'
+        )
+        if not len(causes) == len(rates) == 2 * len(healthy_scopes):
+            return False
+        # The health colour is a fact of the last run: a run that timed out leaves it unknown (NaN).
+        return all([await values_of(prom, backends["Cluster health"], s) == ["2"] for s in healthy_scopes])
+
+    await wait_for(diagnosed, 30, "the diagnosis of Redis and Elasticsearch in Prometheus", interval=0.25)
+
+    maybe_empty = [q for q in queries if q.maybe_empty]
+    problems = await run_all(prom, maybe_empty, healthy_scopes)
+    bad = broken(problems, data_required=False)
+    assert not bad, "failure-only panel queries that fail against Prometheus:\n" + "\n".join(bad)
+    for scope in healthy_scopes:
+        assert await values_of(prom, overview["PlaceOS"], scope) == ["0"], scope
+        assert {"redis", "elasticsearch"} <= await labels_of(prom, overview["What is broken"], scope, "cause")
+        impacts = await labels_of(prom, overview["What users feel"], scope, "impact")
+        assert impacts_of({"redis", "elasticsearch"}) <= impacts, scope
+        failing = await labels_of(prom, overview["Failing probes and why"], scope, "probe")
+        assert {"redis", "elasticsearch"} <= failing, scope
+        for title in ("Redis probe failures", "Elasticsearch probe failures"):
+            assert await labels_of(prom, backends[title], scope, "reason"), (title, scope)
+    shown = [q for q in maybe_empty if not problems[q]]
+    print(f"{len(queries)} queries x {len(healthy_scopes)} scopes; {len(maybe_empty)} failure-only, "
+          f"{len(empty_when_healthy)} empty while healthy, {len(shown)} showing the fault")  # fmt: skip
