@@ -118,7 +118,17 @@ def diagnose(results: Mapping[ProbeName, Observation]) -> Diagnosis:
             d.explained.setdefault(target.split(":", 1)[1], []).append(evidence)
         else:
             d.causes.setdefault(target, []).append(evidence)
-    if not d.causes:
+    # A symptom explained by "a failing <probe>" whose own attribution came later in the walk: file it
+    # under the cause that probe ended up with.
+    for key in [k for k in d.explained if k not in d.causes]:
+        owner = next((c for c, ev in d.causes.items() if any(e.probe == key for e in ev)), None)
+        owner = owner or next(
+            (c for c, ev in d.explained.items() if c in d.causes and any(e.probe == key for e in ev)), None
+        )
+        moved = d.explained.pop(key)
+        if owner:
+            d.explained.setdefault(owner, []).extend(moved)
+    if not d.causes and not d.pending:  # "none" means checked and healthy, not "not checked yet"
         d.causes["none"] = []
     return d
 

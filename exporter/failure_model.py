@@ -162,9 +162,10 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
         (ANY, (("explained", "cause:etcd"), ("explained", "cause:redis"), ("unknown", "always"))),
     ),
     ProbeName.API_HEALTH: (
-        # The health route checks Redis, etcd and the database itself (internals §5.1).
+        # The health route checks Redis, etcd and the database itself (internals §5.1), as the API sees them.
         (frozenset({Reason.HTTP_5XX}), (
             ("explained", "cause:database"), ("explained", "cause:redis"), ("explained", "cause:etcd"),
+            ("explained", "cause:api_etcd"),
         )),
         (ANY, (("api", "always"),)),
     ),
@@ -232,7 +233,8 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
         (CREDENTIALS, (("exporter_config", "always"),)),
         (frozenset({Reason.DRIVER_ERROR}), (("driver", "always"),)),
         (ANY, (("explained", "cause:api"), ("explained", "cause:core"), ("explained", "cause:database"),
-               ("explained", "cause:etcd"), ("explained", "cause:redis"), ("unknown", "always"))),
+               ("explained", "cause:etcd"), ("explained", "cause:redis"), ("explained", "cause:api_etcd"),
+               ("unknown", "always"))),
     ),
     ProbeName.TRIGGERS_HEALTH: (
         (ANY, (("explained", "cause:database"), ("explained", "cause:redis"), ("explained", "cause:etcd"),
@@ -240,21 +242,23 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
     ),
 }  # fmt: skip
 
-# The order the diagnosis walks the probes in: backends, the API and login (every other request
-# needs them), cores and drivers, then the page's remaining triage steps.
+# The order the diagnosis walks the probes in: the backends seen directly, then the symptoms whose
+# reason names a cause by itself (no core instances, etcd unreachable, driver errors), then the
+# general ones (health route, login, listing, functions), which are mostly explained by what was
+# found before. ``check`` and the status page still present the page's own order (report.STEPS).
 TRIAGE_ORDER: tuple[ProbeName | str, ...] = (
     ProbeName.ETCD,
     "database",
     ProbeName.REDIS,
     ProbeName.ELASTICSEARCH,
-    ProbeName.API_HEALTH,
-    ProbeName.LOGIN,
     ProbeName.CORE_DISCOVERY,
-    ProbeName.DRIVERS,
-    ProbeName.SYSTEMS_LIST,
-    ProbeName.MODULE_FUNCTIONS,
     ProbeName.EXECUTE,
     ProbeName.WEBSOCKET,
+    ProbeName.DRIVERS,
+    ProbeName.API_HEALTH,
+    ProbeName.LOGIN,
+    ProbeName.SYSTEMS_LIST,
+    ProbeName.MODULE_FUNCTIONS,
     ProbeName.TRIGGERS_HEALTH,
 )
 

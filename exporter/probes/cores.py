@@ -45,7 +45,7 @@ async def probe(ctx: ProbeContext) -> Outcome:
     if ctx.cluster.api.url and api.has_credentials(ctx.cluster.api) and counts["live"]:
         try:
             silent = await unanswered(ctx)
-        except ProbeFailure:
+        except Exception:  # the API unreachable or failing is the api/login probes' to report
             silent = []
         facts["cores_unanswered"] = len(silent)
         if silent:

@@ -56,8 +56,8 @@ SCENARIOS: dict[str, tuple[str, dict[P | str, R], set[str]]] = {
         P.CORE_DISCOVERY: R.CORE_UNREACHABLE, P.EXECUTE: R.CORE_UNREACHABLE, P.WEBSOCKET: R.CORE_UNREACHABLE,
     }, {"core"}),
     "no core instances, discovery probe not run": ("ABC", {P.EXECUTE: R.NO_CORE_INSTANCES}, {"core"}),
-    "API cannot reach etcd": ("AB", {P.EXECUTE: R.ETCD_UNREACHABLE, P.WEBSOCKET: R.ETCD_UNREACHABLE},
-                              {"api_etcd"}),
+    "API cannot reach etcd": ("AB", {P.EXECUTE: R.ETCD_UNREACHABLE, P.WEBSOCKET: R.ETCD_UNREACHABLE,
+                                     P.API_HEALTH: R.HTTP_5XX, P.DRIVERS: R.HTTP_5XX}, {"api_etcd"}),
     "driver crash loop": ("ABC", {P.DRIVERS: R.DRIVER_ERROR, P.EXECUTE: R.DRIVER_ERROR}, {"driver"}),
     "driver raised on execute": ("ABC", {P.EXECUTE: R.DRIVER_ERROR}, {"driver"}),
     "driver failed to compile": ("ABC", {P.DRIVERS: R.DRIVER_ERROR, P.MODULE_FUNCTIONS: R.NOT_FOUND,
@@ -156,7 +156,7 @@ def test_unknown_lists_the_failing_probes() -> None:
 
 def test_pending_is_not_a_failure() -> None:
     d = diagnose({p: Observation(R.PENDING) for p in ERA_PROBES["A"]})
-    assert set(d.causes) == {"none"} and d.pending
+    assert not d.causes and d.pending and d.healthy  # no failure found, but not "none" (= checked, healthy)
     assert d.verdict() == "Waiting for the first probe results"
 
 
