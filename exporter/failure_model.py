@@ -162,8 +162,9 @@ RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
         (ANY, (("explained", "cause:etcd"), ("explained", "cause:redis"), ("unknown", "always"))),
     ),
     ProbeName.API_HEALTH: (
-        # The health route checks Redis, etcd and the database itself (internals §5.1), as the API sees them.
-        (frozenset({Reason.HTTP_5XX}), (
+        # The health route checks Redis, etcd and the database itself (internals §5.1), as the API sees them;
+        # it fails (5xx) or hangs with them (timeout).
+        (frozenset({Reason.HTTP_5XX, Reason.TIMEOUT}), (
             ("explained", "cause:database"), ("explained", "cause:redis"), ("explained", "cause:etcd"),
             ("explained", "cause:api_etcd"),
         )),

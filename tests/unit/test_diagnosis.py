@@ -32,6 +32,10 @@ SCENARIOS: dict[str, tuple[str, dict[P | str, R], set[str]]] = {
         P.EXECUTE: R.NO_CORE_INSTANCES, P.WEBSOCKET: R.NO_CORE_INSTANCES, P.TRIGGERS_HEALTH: R.HTTP_5XX,
     }, {"etcd"}),
     "etcd hung": ("AB", {P.ETCD: R.TIMEOUT, P.CORE_DISCOVERY: R.TIMEOUT, P.EXECUTE: R.TIMEOUT}, {"etcd"}),
+    "redis hung (era C: discovery and health route hang too)": ("C", {
+        P.REDIS: R.TIMEOUT, P.API_HEALTH: R.TIMEOUT, P.MODULE_FUNCTIONS: R.TIMEOUT, P.EXECUTE: R.TIMEOUT,
+        P.WEBSOCKET: R.TIMEOUT, P.CORE_DISCOVERY: R.TIMEOUT, P.DRIVERS: R.TIMEOUT, P.TRIGGERS_HEALTH: R.TIMEOUT,
+    }, {"redis"}),
     "database down": ("ABC", {
         "db": R.CONNECTION_REFUSED, P.API_HEALTH: R.HTTP_5XX, P.LOGIN: R.AUTH_FAILED,
         P.SYSTEMS_LIST: R.AUTH_FAILED, P.MODULE_FUNCTIONS: R.AUTH_FAILED, P.EXECUTE: R.AUTH_FAILED,
