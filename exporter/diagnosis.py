@@ -25,6 +25,10 @@ from exporter.reasons import Reason
 from exporter.settings import ProbeName
 
 
+# What users do most, said when it still works ("Redis is down ... logins still work", issue 7).
+STILL_WORKING = {"login": "logins", "search": "listing and search", "execute": "executing functions"}
+
+
 @dataclass(frozen=True)
 class Evidence:
     """A probe result that led to, or is explained by, a cause."""
@@ -69,6 +73,9 @@ class Diagnosis:
         keeps = [COMPONENTS[c].unaffected for c in sorted(self.failed_components) if COMPONENTS[c].unaffected]
         if keeps and len(self.failed_components) == 1:
             text += f". {keeps[0]}"
+        still = [words for impact, words in STILL_WORKING.items() if impact not in self.impacts]
+        if still and self.failed_components:
+            text += f". Still working: {', '.join(still)}"
         return text
 
     def to_json(self) -> dict[str, object]:
