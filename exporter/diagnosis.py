@@ -24,7 +24,6 @@ from exporter.failure_model import (
 from exporter.reasons import Reason
 from exporter.settings import ProbeName
 
-
 # What users do most, said when it still works ("Redis is down ... logins still work", issue 7).
 STILL_WORKING = {"login": "logins", "search": "listing and search", "execute": "executing functions"}
 

@@ -56,6 +56,7 @@ class Scheduler:
         self.state: dict[tuple[str, ProbeName], dict[str, object]] = {}
         self.shared: dict[str, dict[str, object]] = {}
         self.first_round = asyncio.Event()
+        self.on_change: Callable[[], None] | None = None  # e.g. pre-render /metrics off the request path
         for cluster in settings.clusters:
             self.snapshot.clusters.setdefault(cluster.name, ClusterSnapshot(cluster.name, settings.history))
 
@@ -160,22 +161,25 @@ class Scheduler:
     async def _probe_loop(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> None:
         interval, _ = self.settings.schedule(cluster, probe)
         loop = asyncio.get_running_loop()
-        # Phase jitter: spread first runs, then keep a steady period (no drift, no bunching).
+        # A first result quickly (readiness), then a steady period on a random phase of the interval, so
+        # the probes of many clusters spread over the whole interval instead of bunching (bench "scale").
         await asyncio.sleep(random.uniform(0, min(MAX_START_SPREAD, interval * 0.1)))
-        next_run = loop.time()
+        await self._run_and_record(cluster, cs, probe)
+        next_run = loop.time() + random.uniform(0, interval)
         while True:
+            await asyncio.sleep(max(0.0, next_run - loop.time()))
             await self._run_and_record(cluster, cs, probe)
             next_run += interval
-            now = loop.time()
-            if next_run < now:  # overran (cannot happen with timeout < interval, but stay steady)
-                next_run = now + interval
-            await asyncio.sleep(next_run - now)
+            if next_run < loop.time():  # overran (cannot happen with timeout < interval): stay steady
+                next_run = loop.time() + interval
 
     async def _run_and_record(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> None:
         result = await self.run_probe(cluster, cs, probe)
         previous = cs.probes[probe].reason
         if cs.record(result):
             self._log_change(cluster.name, result, previous)
+        if self.on_change is not None:
+            self.on_change()
         if not self.first_round.is_set() and all(s.last for c in self.snapshot.clusters.values() for s in c.enabled()):
             self.first_round.set()
 

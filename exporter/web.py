@@ -7,6 +7,7 @@ cached per snapshot version, so repeated scrapes of an unchanged snapshot cost a
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import time
@@ -24,6 +25,10 @@ from exporter.settings import Settings
 from exporter.snapshot import ClusterSnapshot, Snapshot
 
 ReloadHook = Callable[[], Awaitable[tuple[bool, str]]]
+# Re-render this long after a result lands (results of one cycle arrive together: render once), for
+# formats asked for within PRERENDER_FOR seconds.
+PRERENDER_DELAY = 0.05
+PRERENDER_FOR = 600.0
 
 
 @dataclass
@@ -38,6 +43,26 @@ class AppState:
     exporter_version: Callable[[], int] = lambda: 0
     _diagnoses: dict[str, tuple[int, Diagnosis]] = field(default_factory=dict)
     _rendered: dict[tuple[Any, ...], Rendered] = field(default_factory=dict)
+    _asked: dict[tuple[str, bool, str, bool], float] = field(default_factory=dict)
+    _prerender: asyncio.TimerHandle | None = None
+
+    def snapshot_changed(self) -> None:
+        """A probe result landed: render what scrapers recently asked for, soon and off the request path,
+        so a scrape finds its bytes ready (a render costs milliseconds; a cached answer microseconds)."""
+        if self._prerender is None:
+            self._prerender = asyncio.get_running_loop().call_later(PRERENDER_DELAY, self._render_asked)
+
+    def _render_asked(self) -> None:
+        self._prerender = None
+        now = time.monotonic()
+        for key, asked in list(self._asked.items()):
+            if now - asked > PRERENDER_FOR:
+                del self._asked[key]
+                continue
+            name, with_exporter, accept, gzipped = key
+            cluster = self.snapshot.cluster(name)
+            if cluster is not None:
+                self.metrics_bytes(cluster, with_exporter, accept, gzipped, remember=False)
 
     def diagnosis(self, cluster: ClusterSnapshot) -> Diagnosis:
         """The cluster's diagnosis, recomputed only when its snapshot changed."""
@@ -49,9 +74,13 @@ class AppState:
         return cached[1]
 
     def metrics_bytes(
-        self, cluster: ClusterSnapshot, with_exporter: bool, accept: str, gzipped: bool
+        self, cluster: ClusterSnapshot, with_exporter: bool, accept: str, gzipped: bool, remember: bool = True
     ) -> tuple[bytes, str]:
         """Rendered series (optionally gzipped), cached until the snapshot changes."""
+        if remember:
+            self._asked[(cluster.name, with_exporter, accept, gzipped)] = time.monotonic()
+            if len(self._asked) > 32:  # formats scrapers use are few; forget odd ones
+                self._asked.pop(next(iter(self._asked)))
         key = (cluster.name, cluster.version, with_exporter, with_exporter and self.exporter_version(), accept)
         entry = self._rendered.get(key)
         if entry is None:
