@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(etcd-server etcd-client redis-server postgresql prometheus prometheus-alertmanager
-              openssl ca-certificates chromium)
+              openssl ca-certificates chromium prometheus-elasticsearch-exporter)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

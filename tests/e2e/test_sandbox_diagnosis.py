@@ -18,6 +18,7 @@ from support import RunningExporter, wait_for
 
 from exporter.settings import load_settings
 from sandbox.cluster import Sandbox
+from sandbox.simulator import seed
 
 ETCD_TTL = 3  # short leases so lease-expiry symptoms show quickly (hound-dog's default is 15 s)
 
@@ -116,6 +117,33 @@ async def test_status_page_shows_the_verdict(sandbox: Sandbox, exporter: Running
     finally:
         sandbox.heal("redis")
     await wait_healthy(exporter, timeout=60)
+
+
+@pytest.mark.parametrize("sandbox", ["A"], indirect=True)
+async def test_oauth_login_and_token_reuse(sandbox: Sandbox) -> None:
+    """The password grant at /auth/oauth/token instead of an API key: login makes a fresh grant each
+    run, the other probes reuse the token; the database down fails the grant (Rails' 500)."""
+    env = {k: v for k, v in sandbox.exporter_env().items() if k != "PLACEOS_EXPORTER_API_API_KEY"}
+    env |= {"PLACE_EMAIL": seed.SUPPORT_EMAIL, "PLACE_PASSWORD": sandbox.user_password,
+            "PLACEOS_EXPORTER_API_CLIENT_ID": seed.OAUTH_CLIENT_ID}  # fmt: skip
+    fast: dict[str, Any] = {"interval": 2.0, "timeout": 1.5}
+    probes = {"execute": fast, "websocket": fast, "login": fast}
+    overrides = {"listen_address": "127.0.0.1:0", "interval": 1.0, "timeout": 0.8, "probes": probes}
+    settings = load_settings(environ=env, overrides=overrides)
+    async with RunningExporter(settings) as exp:
+        await wait_healthy(exp)
+        for probe in ("login", "systems_list", "execute", "websocket"):
+            assert await exp.reason(probe) == "ok"
+        sandbox.break_part("rethinkdb", "kill")
+        try:
+
+            async def diagnosed() -> bool:
+                return await causes(exp) == {"database"} and await exp.reason("login") == "http_5xx"
+
+            await wait_for(diagnosed, 30, "the failed grant to be blamed on the database")
+        finally:
+            sandbox.heal("rethinkdb")
+        await wait_healthy(exp, timeout=60)
 
 
 CASES = [(era, i) for era in sorted(SCENARIOS) for i in range(len(SCENARIOS[era]))]
