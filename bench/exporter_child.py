@@ -4,11 +4,12 @@ Same settings loading, same ``Exporter`` (scheduler + aiohttp server) as ``place
 the only addition is one task that writes, every ``--stats-interval`` seconds and at exit, a JSON
 file with the bound port, the number of asyncio tasks and (``--record-lag``) schedule-lag samples.
 
-Schedule lag (``--record-lag``): ``Scheduler._run_and_record`` is wrapped. Each probe loop plans its
-next run at ``previous plan + interval`` (``now + interval`` after an overrun), exactly as
-``Scheduler._probe_loop`` does; the lag of a run is the loop time at which ``_run_and_record`` is
-entered minus that planned time. A first run has no planned time (its start is the random phase) and
-gives no sample.
+Schedule lag (``--record-lag``): ``Scheduler._run_and_record`` is wrapped. ``Scheduler._probe_loop``
+runs a probe once soon after start, then moves it to a random phase of its interval and from there
+plans each run at ``previous plan + interval`` (``now + interval`` after an overrun). The first two
+runs give no sample (their times are the random start and phase); from the third on, the lag of a run
+is the loop time at which ``_run_and_record`` is entered minus ``previous plan + interval``, the
+second run's start standing for its plan.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ def record_lag(samples: list[LagSample], runs: dict[str, int]) -> None:
     """Wrap ``Scheduler._run_and_record`` to record how late each run starts vs its planned time."""
     original = Scheduler._run_and_record
     planned: dict[tuple[int, str, str], float] = {}
+    seen: dict[tuple[int, str, str], int] = {}
 
     async def timed(self: Scheduler, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         key = (id(self), cluster.name, str(probe))
-        expected = planned.get(key)
+        seen[key] = seen.get(key, 0) + 1
+        expected = planned.get(key) if seen[key] > 2 else None
         if expected is not None:
             samples.append((time.time(), cluster.name, str(probe), start - expected))
         runs[f"{cluster.name}/{probe}"] = runs.get(f"{cluster.name}/{probe}", 0) + 1
