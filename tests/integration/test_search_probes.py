@@ -82,3 +82,18 @@ async def test_index_lag_follows_search_ingest(postgres: PostgresServer, tmp_pat
         ingest.terminate()
         es.close()
         await db.close()
+
+
+async def test_api_key_auth_and_a_wrong_key(tmp_path: Path) -> None:
+    server = ElasticsearchStandIn(tmp_path / "es")
+    try:
+        created = server.call("POST", "/_security/api_key", {"name": "placeos-exporter"})
+        base = {"host": server.host, "port": server.port, "api_key": created["encoded"]}
+        cluster = {"era": "C", "elasticsearch": base, "postgres": {"enabled": False}, "redis": {"enabled": False}}
+        async with RunningExporter(settings_for(cluster)) as exp:
+            await exp.wait_reason("elasticsearch", "ok")
+        wrong = {**base, "api_key": "d3Jvbmc6a2V5LWZvci10ZXN0"}  # base64("wrong:key-for-test")
+        async with RunningExporter(settings_for({**cluster, "elasticsearch": wrong})) as exp:
+            await exp.wait_reason("elasticsearch", "auth_failed")
+    finally:
+        server.close()
