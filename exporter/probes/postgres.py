@@ -47,6 +47,10 @@ async def connect(ctx: ProbeContext) -> asyncpg.Connection:
         return await asyncpg.connect(**connect_args(ctx.cluster.postgres), timeout=ctx.remaining())
     except asyncpg.InvalidCatalogNameError as exc:
         raise ProbeFailure(Reason.NOT_FOUND, f"database does not exist: {exc}") from None
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        if "no encryption" in str(exc):  # pg_hba has only hostssl entries: the server wants TLS
+            raise ProbeFailure(Reason.TLS, f"server requires TLS: {exc}") from None
+        raise
     except ConnectionError as exc:
         if "rejected SSL upgrade" in str(exc):  # the port answered the SSLRequest with garbage
             raise ProbeFailure(Reason.PROTOCOL_ERROR, f"not PostgreSQL: {exc}") from None
