@@ -23,6 +23,7 @@ from exporter.settings import ProbeName
 RUNBOOK_URL = "https://github.com/PlaceOS/placeos-exporter/blob/main/docs/runbook.md"
 JOB = "placeos-exporter"  # the job name the rules' exporter alerts select (change with the scrape config)
 GROUP_LABELS = ("instance", "cluster")  # what identifies one PlaceOS cluster in alerts and inhibition
+KEEP_FIRING_FOR = "1m"  # > the longest probe interval + timeout of the defaults (15 s + 12 s)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,9 @@ def rules_yaml() -> str:
                 "alert": a.name,
                 "expr": a.expr,
                 "for": a.for_,
+                # A root cause clears a probe cycle before the symptoms it explains (their probes keep
+                # their last failure until their next run): keep it firing so its inhibition outlasts them.
+                **({"keep_firing_for": KEEP_FIRING_FOR} if a.cause else {}),
                 "labels": {"severity": a.severity},
                 "annotations": {
                     "summary": a.summary,
@@ -326,7 +330,10 @@ def runbook_md() -> str:
         "\nRoot-cause alerts wait 1 minute (a probe runs every 15 s by default, so four failed runs in a row; a "
         "single failed run or a flapping backend does not fire). Symptom alerts wait 2 minutes and are "
         "inhibited while a root cause explains them (`alerts/alertmanager-inhibit.yml`), so each failure "
-        "pages once.\n\n"
+        "pages once. Root-cause alerts keep firing for "
+        + KEEP_FIRING_FOR
+        + " after recovery (`keep_firing_for`): the symptoms they explain clear a probe cycle later, and "
+        "must stay inhibited until they do.\n\n"
     )
     for cause_id, (name, severity) in CAUSE_ALERTS.items():
         cause = CAUSES[cause_id]

@@ -3,8 +3,9 @@ and evaluates the shipped rules, a real Alertmanager with the shipped inhibit ru
 
 For each break: the root-cause alert fires in Prometheus; Alertmanager holds it, not inhibited, while
 the symptom alerts it explains are inhibited by it (``status.inhibitedBy`` is its fingerprint), so the
-failure pages exactly once (exactly one active, non-inhibited critical or warning alert). After heal the
-alert resolves: Prometheus has no alert left and Alertmanager drops it (resolved alerts are not listed).
+failure pages exactly once: exactly one active, non-inhibited critical or warning alert, and no other
+one seen paging while the failure developed. After heal every alert resolves: Prometheus has none left
+(firing or pending) and Alertmanager drops them (``/api/v2/alerts`` does not list resolved alerts).
 
 The rules are a test copy of ``alerts/placeos-exporter.rules.yml`` in tmp_path, byte-identical except
 every ``for:`` duration divided by 20 (1m -> 3s, 2m -> 6s, 15m -> 45s): the shipped minutes would make
@@ -74,13 +75,14 @@ def scenario(part: str, mode: str, cause: str, *inhibited: str) -> Scenario:
     return Scenario(part, mode, cause, frozenset(f"PlaceOS{name}" for name in inhibited))
 
 
+USER_PATH = ("LoginFailing", "SearchFailing", "ModuleFunctionsFailing", "ExecuteFailing", "WebSocketFailing")
 SCENARIOS = [
-    scenario("redis", "kill", "redis", "ModuleFunctionsFailing"),
-    scenario("rethinkdb", "kill", "database", "LoginFailing"),
+    scenario("redis", "kill", "redis", "ModuleFunctionsFailing", "ExecuteFailing", "WebSocketFailing"),
+    scenario("rethinkdb", "kill", "database", *USER_PATH),
     scenario("elasticsearch", "red", "elasticsearch", "ElasticsearchRed", "SearchFailing"),
-    scenario("rest-api", "unreachable", "api", "LoginFailing", "SearchFailing", "ModuleFunctionsFailing"),
-    scenario("etcd", "kill", "etcd", "ExecuteFailing"),
-    scenario("driver", "crash-loop", "driver"),
+    scenario("rest-api", "unreachable", "api", *USER_PATH),
+    scenario("etcd", "kill", "etcd", "ExecuteFailing", "WebSocketFailing"),
+    scenario("driver", "crash-loop", "driver"),  # the crash loop breaks no user path (PlaceOSDriverDown is info)
 ]
 
 
@@ -95,18 +97,19 @@ def fast_rules(text: str) -> tuple[str, int]:
         seconds = amount * {"s": 1, "m": 60, "h": 3600}[unit]
         return f"{m[1]}{max(1, seconds // FOR_SCALE)}s"
 
-    return re.subn(r"^(\s+for: )(\d+)([smh])$", scaled, text, flags=re.MULTILINE)
+    return re.subn(r"^(\s+(?:keep_firing_)?for: )(\d+)([smh])$", scaled, text, flags=re.MULTILINE)
 
 
 def without_for(text: str) -> list[str]:
-    return [line for line in text.splitlines() if not re.match(r"\s+for: ", line)]
+    return [line for line in text.splitlines() if not re.match(r"\s+(?:keep_firing_)?for: ", line)]
 
 
 def write_rules(tmp: Path) -> Path:
     shipped = (ALERTS / "placeos-exporter.rules.yml").read_text(encoding="utf-8")
     text, count = fast_rules(shipped)
     rules = yaml.safe_load(shipped)["groups"][0]["rules"]
-    assert count == len(rules), "every rule has a `for:` and each one was replaced"
+    kept = sum(1 for r in rules if "keep_firing_for" in r)
+    assert count == len(rules) + kept, "every `for:` and `keep_firing_for:` was replaced"
     assert without_for(text) == without_for(shipped), "only the `for:` lines differ"
     path = tmp / "placeos-exporter.rules.yml"
     path.write_text(text, encoding="utf-8")
@@ -281,10 +284,12 @@ async def test_break_pages_once_then_resolves(
     await asyncio.to_thread(sandbox.break_part, case.part, case.mode)
     try:
         seen: list[View] = []
+        paged: set[str] = set()  # every alert seen paging while the failure develops
 
         async def paged_once() -> bool:
             v = await view(http, prometheus, alertmanager)
             seen[:] = [v]
+            paged.update(v.pages())
             sources = v.held(case.alert)
             if case.alert not in v.firing() or len(sources) != 1 or sources[0]["status"]["state"] != "active":
                 return False
@@ -309,6 +314,7 @@ async def test_break_pages_once_then_resolves(
                 assert symptom["status"]["state"] == "suppressed", v.summary()
                 assert symptom["status"]["inhibitedBy"] == [source["fingerprint"]], v.summary()
         assert v.pages() == {case.alert}, f"the failure must page exactly once: {v.summary()}"
+        assert paged == {case.alert}, f"while the failure developed, other alerts paged too: {sorted(paged)}"
     finally:
         await asyncio.to_thread(sandbox.heal, case.part)
 
