@@ -25,6 +25,8 @@ from exporter.snapshot import ClusterSnapshot, ProbeResult, Snapshot
 
 # How often an ``era: auto`` cluster whose API could not be asked is asked again.
 ERA_RETRY_SECONDS = 60.0
+# Shutdown waits at most this long for probe tasks to finish cancelling.
+STOP_TIMEOUT = 5.0
 # First runs are spread over this window so a start-up does not hit every backend at once.
 MAX_START_SPREAD = 1.0
 
@@ -78,7 +80,8 @@ class Scheduler:
         tasks = [t for ts in self.tasks.values() for t in ts]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: a probe stuck in a driver that ignores cancellation cannot hold shutdown
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
         self.tasks.clear()
         if self.http is not None:
             await self.http.close()

@@ -77,6 +77,27 @@ class ProbeContext:
 Probe = Callable[[ProbeContext], Awaitable[Outcome]]
 
 
+async def close_within(closing: Awaitable[Any], seconds: float) -> bool:
+    """Run a close/cleanup for at most ``seconds``; True if it finished.
+
+    Unlike ``asyncio.wait_for``, a close that ignores cancellation (some drivers' do, on a hung peer)
+    is abandoned rather than waited for, so cleanup can never hold a probe, or shutdown, forever.
+    """
+    task = asyncio.ensure_future(closing)
+    done, _ = await asyncio.wait({task}, timeout=max(0.01, seconds))
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume)
+        return False
+    _consume(task)
+    return True
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio never logs "exception was never retrieved"
+
+
 def ssl_context(tls: TLSSettings) -> ssl.SSLContext:
     """Client TLS context from a section's ca/cert/key/skip-verify settings."""
     ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)

@@ -16,7 +16,7 @@ from typing import Any
 
 from elastic_transport import ApiError, AsyncTransport, ObjectApiResponse, TransportError
 
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, http_status_reason, ssl_context
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, close_within, http_status_reason, ssl_context
 from exporter.reasons import Reason
 from exporter.settings import ElasticsearchSettings
 
@@ -87,7 +87,7 @@ async def probe(ctx: ProbeContext) -> Outcome:
     try:
         health = await request(tp, settings, "GET", "/_cluster/health")
     finally:
-        await tp.close()
+        await close_within(tp.close(), 1.0)
     status = health.get("status") if isinstance(health, dict) else None
     if status not in ("green", "yellow", "red"):
         raise ProbeFailure(Reason.PROTOCOL_ERROR, "/_cluster/health: no status colour")

@@ -7,7 +7,6 @@ is what a probe needs when the server hangs (README "PostgreSQL driver").
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from exporter.placeos import KEY_TABLES, POSTGRES_HEALTH_QUERY
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ssl_context
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, close_within, ssl_context
 from exporter.reasons import Reason
 from exporter.settings import PostgresSettings
 
@@ -59,9 +58,7 @@ async def connect(ctx: ProbeContext) -> asyncpg.Connection:
 
 async def close(conn: asyncpg.Connection, ctx: ProbeContext) -> None:
     """Close politely within the deadline, else drop the socket."""
-    try:
-        await asyncio.wait_for(conn.close(), timeout=min(1.0, ctx.remaining()))
-    except Exception:
+    if not await close_within(conn.close(), min(1.0, ctx.remaining())):
         with contextlib.suppress(Exception):
             conn.terminate()
 

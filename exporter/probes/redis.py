@@ -9,8 +9,6 @@ core_discovery probe.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -20,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
-from exporter.probes.base import Outcome, ProbeContext, ssl_context
+from exporter.probes.base import Outcome, ProbeContext, close_within, ssl_context
 from exporter.reasons import Reason
 from exporter.settings import RedisSettings
 
@@ -64,8 +62,7 @@ def client(settings: RedisSettings, timeout: float) -> aioredis.Redis:
 
 async def close(conn: aioredis.Redis, ctx: ProbeContext) -> None:
     """Close without letting a hung peer hold the probe past its deadline."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(conn.aclose(), timeout=ctx.remaining())
+    await close_within(conn.aclose(), ctx.remaining())
 
 
 async def count_modules(conn: aioredis.Redis, cap: int) -> dict[str, int]:

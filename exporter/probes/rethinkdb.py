@@ -17,7 +17,7 @@ from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlOpFailedError
 
 from exporter.placeos import KEY_TABLES, RETHINKDB_HEALTH_DB, RETHINKDB_HEALTH_TABLE
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, close_within
 from exporter.reasons import Reason
 from exporter.settings import RethinkDBSettings
 
@@ -44,9 +44,7 @@ async def connect(ctx: ProbeContext) -> Any:
 
 async def close(conn: Any, ctx: ProbeContext) -> None:
     """Close within the deadline; if the peer hangs, abort the transport instead of waiting."""
-    try:
-        await asyncio.wait_for(conn.close(noreply_wait=False), timeout=min(1.0, ctx.remaining()))
-    except Exception:
+    if not await close_within(conn.close(noreply_wait=False), min(1.0, ctx.remaining())):
         writer = getattr(getattr(conn, "_instance", None), "_streamwriter", None)
         transport = getattr(writer, "transport", None)
         if transport is not None:

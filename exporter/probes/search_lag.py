@@ -12,7 +12,7 @@ from __future__ import annotations
 from exporter.placeos import SEARCH_INDICES
 from exporter.probes import elasticsearch as es
 from exporter.probes import postgres, rethinkdb
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, close_within
 from exporter.reasons import Reason
 from exporter.settings import Era
 
@@ -34,7 +34,7 @@ async def probe(ctx: ProbeContext) -> Outcome:
                 docs = 0
             lag[index] = row_count - docs
     finally:
-        await tp.close()
+        await close_within(tp.close(), 1.0)
     behind = {i: n for i, n in lag.items() if n > 0}
     detail = f"{len(lag)} indices counted" + (f"; behind: {behind}" if behind else "")
     return Outcome(Reason.OK, detail, {"index_lag": lag})

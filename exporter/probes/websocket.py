@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from exporter.probes.api import ENGINE, base_url, credential_headers, module_parts, request_headers, tls
-from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, http_status_reason
+from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, close_within, http_status_reason
 from exporter.probes.execute import classify_error
 from exporter.reasons import Reason
 
@@ -103,5 +103,5 @@ async def probe(ctx: ProbeContext) -> Outcome:
         await receive(ws, None, {"pong"})
         steps.append("pong")
     finally:
-        await ws.close()
+        await close_within(ws.close(), 1.0)
     return Outcome(Reason.OK, f"websocket {' + '.join(steps)} ok", {"steps": len(steps)})
