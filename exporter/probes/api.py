@@ -165,6 +165,8 @@ async def login(ctx: ProbeContext) -> Outcome:
     status, body, _ = await api_get(ctx, f"{ENGINE}/api_keys/inspect")
     if status != 200:
         raise fail_for(status, body, "login")
+    if not isinstance(body, dict):  # rest-api answers the key's claims; anything else is not rest-api
+        raise ProbeFailure(Reason.PROTOCOL_ERROR, "login: /api_keys/inspect answered 200 without a JSON object")
     return Outcome(Reason.OK, f"logged in with {method.replace('_', ' ')}", {"method": method})
 
 

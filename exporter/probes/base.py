@@ -171,11 +171,14 @@ def _reason_for(exc: BaseException) -> Reason:
         "AuthenticationException",
     }:
         return Reason.AUTH_FAILED
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError) or names & {
+    # Client libraries wrap the handshake's ssl.SSLError in their own connection errors (redis
+    # ConnectionError, rethinkdb ReqlDriverError, elastic_transport TlsError): look down the chain.
+    if _caused_by(exc, ssl.SSLError) or names & {
         "ClientSSLError",
         "ClientConnectorCertificateError",
         "ClientConnectorSSLError",
         "SSLError",
+        "TlsError",
     }:
         return Reason.TLS
     if isinstance(exc, socket.gaierror) or _caused_by(exc, socket.gaierror):
@@ -189,7 +192,9 @@ def _reason_for(exc: BaseException) -> Reason:
         marker in text for marker in ("refused", "connect call failed", "errno 111")
     ):
         return Reason.CONNECTION_REFUSED
-    if isinstance(exc, ConnectionResetError | BrokenPipeError) or names & {"ServerDisconnectedError"}:
+    # A reset (also one wrapped in a connect error) means something listened and hung up on us: the
+    # port is open, so it is not "refused" (e.g. a plaintext server resetting a TLS handshake).
+    if _caused_by(exc, ConnectionResetError) or _caused_by(exc, BrokenPipeError) or names & {"ServerDisconnectedError"}:
         return Reason.PROTOCOL_ERROR
     if names & {
         "InvalidResponse",

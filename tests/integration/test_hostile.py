@@ -107,10 +107,6 @@ ES_UNBOUNDED = (
     "applies, the whole body is buffered (RSS +50..250 MiB here), and a body announced at 10 GiB is read "
     "until the deadline (timeout, not protocol_error)"
 )
-LOGIN_ANY_200 = (
-    "exporter/probes/api.py login() checks only the status of GET /api_keys/inspect: a 200 whose body is not "
-    "JSON (a proxy's or captive portal's page) reads as logged in"
-)
 REDIS_UNBOUNDED = (
     "redis-py's RESP parser reads a bulk string of any announced length (`_AsyncRESPBase._read` -> "
     "StreamReader.readexactly): exporter/probes/redis.py passes no bounded parser, so a reply announced at "
@@ -136,16 +132,6 @@ RETHINKDB_UNBOUNDED = (
     "readexactly; exporter/probes/rethinkdb.py does not bound it: a 4 GiB frame is read until the deadline "
     "(timeout, RSS +64 MiB)"
 )
-TLS_IN_CHAIN = (
-    "exporter/probes/base.py classify() only recognises TLS failures by the exception's own type: redis "
-    "ConnectionError, rethinkdb ReqlDriverError and elastic_transport TlsError carry the ssl.SSLError in "
-    "their __context__/__cause__ and are read as protocol_error"
-)
-ETCD_TLS_RESET = (
-    "exporter/probes/base.py classify(): aiohttp's ClientConnectorError caused by ConnectionResetError (etcd's "
-    "plaintext listener resets the TLS handshake) falls through to the OSError branch and reads as "
-    "connection_refused, which claims nothing listens on the port"
-)
 RETHINKDB_SYSTEM_CA = (
     "exporter/probes/rethinkdb.py passes ssl={'ca_certs': None} when tls is on without ca_file; the driver "
     "calls load_verify_locations(None) -> TypeError -> protocol_error, so the system CAs are never used"
@@ -162,7 +148,7 @@ def hostile_cases() -> Iterator[Case]:
             if fault == "broken_json" and probe == "api_health":
                 expected, note = ("ok",), "the health route answers an empty text/plain 200: only the status counts"
             if fault == "broken_json" and probe == "login":
-                bug, note = LOGIN_ANY_200, "*known*: any 200 reads as logged in"
+                note = "a 200 that is not a JSON object is not a login"
             if probe == "elasticsearch" and fault.startswith("huge"):
                 bug, note = ES_UNBOUNDED, "*known*: elastic_transport reads the whole body"
             yield Case("hostile", backend, probe, fault, expected, note, bug)
@@ -213,12 +199,10 @@ def tls_cases() -> Iterator[Case]:
                 # of the hello's random bytes is a newline decides between silence and an error reply.
                 expected = ("timeout", "tls", "protocol_error")
                 note = "Redis waits for the newline of the inline command the ClientHello starts"
-            if fault in ("wrong_ca", "untrusted_by_system_cas") and backend in ("redis", "elasticsearch", "rethinkdb"):
-                bug, note = TLS_IN_CHAIN, "*known*: the client library wraps the TLS error"
             if backend == "rethinkdb" and fault == "untrusted_by_system_cas":
                 bug, note = RETHINKDB_SYSTEM_CA, "*known*: no ca_file gives the driver ca_certs=None"
             if backend == "etcd" and fault == "tls_to_plaintext":
-                bug, note = ETCD_TLS_RESET, "*known*: a reset handshake reads as connection_refused"
+                note = "etcd's plaintext listener resets the handshake: a TLS mismatch, not 'nothing listens'"
             yield Case("tls", backend, probe, fault, expected, note, bug)
 
 
