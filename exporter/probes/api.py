@@ -14,6 +14,7 @@ host (internals §5.2). Credentials travel in headers, never in URLs, so no log 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -25,12 +26,13 @@ from exporter.probes.base import (
     ProbeContext,
     ProbeFailure,
     http_status_reason,
+    parse_json,
     read_bounded,
     read_json,
     ssl_context,
 )
 from exporter.reasons import Reason
-from exporter.settings import ApiSettings, ClusterConfig
+from exporter.settings import ApiSettings, ClusterConfig, ProbeName
 
 ENGINE = "/api/engine/v2"
 TOKEN_PATH = "/auth/oauth/token"  # noqa: S105 (a route, not a secret)
@@ -117,15 +119,6 @@ async def api_get(ctx: ProbeContext, path: str, *, auth: bool = True, base: str 
         return resp.status, parse_json(raw), resp.headers
 
 
-def parse_json(raw: bytes) -> Any:
-    import json
-
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
-
-
 def error_text(body: Any) -> str:
     """The ``error`` and ``message`` fields of a PlaceOS error body, joined (internals §5.3)."""
     if not isinstance(body, dict):
@@ -202,10 +195,6 @@ async def triggers_health(ctx: ProbeContext) -> Outcome:
 
 async def platform_version(cluster: ClusterConfig, http: aiohttp.ClientSession, seconds: float) -> str | None:
     """``platform_version`` from /api/engine/v2/version, or None if the API cannot tell (§5.1)."""
-    import asyncio
-
-    from exporter.settings import ProbeName
-
     ctx = ProbeContext(cluster, ProbeName.LOGIN, cluster.inferred_era(), seconds,
                        asyncio.get_running_loop().time() + seconds, http)  # fmt: skip
     status, body, _ = await api_get(ctx, f"{ENGINE}/version")

@@ -109,6 +109,14 @@ def ssl_context(tls: TLSSettings) -> ssl.SSLContext:
     return ctx
 
 
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON, or None when it is empty or not JSON (callers classify by status first)."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
 async def read_json(resp: aiohttp.ClientResponse) -> Any:
     """The body as JSON, bounded in size; anything else is a protocol error."""
     body = await read_bounded(resp)

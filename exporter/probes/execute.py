@@ -23,12 +23,11 @@ from exporter.probes.api import (
     base_url,
     credential_headers,
     error_text,
-    parse_json,
     request_headers,
     timeout,
     tls,
 )
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, http_status_reason, read_bounded
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, http_status_reason, parse_json, read_bounded
 from exporter.reasons import Reason
 
 
