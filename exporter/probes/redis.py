@@ -14,11 +14,13 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis._parsers import _AsyncRESP3Parser
 from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
+from redis.exceptions import InvalidResponse
 from redis.retry import Retry
 
-from exporter.probes.base import Outcome, ProbeContext, close_within, ssl_context
+from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, close_within, ssl_context
 from exporter.reasons import Reason
 from exporter.settings import RedisSettings
 
@@ -34,6 +36,21 @@ CORE_LOOKUP = "{service_core}_lookup"
 CORE_NODE = "{service_core}.%s"
 
 
+class BoundedParser(_AsyncRESP3Parser):
+    """redis-py's pure-Python RESP3 parser, refusing a reply announced above MAX_BODY_BYTES bytes or
+    elements instead of buffering it: redis-py itself reads any announced length. RESP3 is redis-py 8's
+    default protocol, and on connect it swaps any RESP2 parser for its own RESP3 one, so the bound lives
+    in a RESP3 subclass and the protocol is pinned beside it. ``_readline`` is private API (redis <9)."""
+
+    SIZED = (b"$", b"*", b"~", b"%", b"=", b"!", b">", b"|")  # bulk/verbatim/error strings, aggregates
+
+    async def _readline(self) -> bytes:
+        line: bytes = await super()._readline()
+        if line[:1] in self.SIZED and line[1:].isdigit() and int(line[1:]) > MAX_BODY_BYTES:
+            raise InvalidResponse(f"Protocol Error: a reply announced at {int(line[1:])} bytes or elements")
+        return line
+
+
 def client(settings: RedisSettings, timeout: float) -> aioredis.Redis:
     """A client for one probe run: every socket operation bounded by the probe's timeout."""
     kwargs: dict[str, Any] = {
@@ -45,6 +62,8 @@ def client(settings: RedisSettings, timeout: float) -> aioredis.Redis:
         "decode_responses": True,
         "health_check_interval": 0,
         "driver_info": DRIVER_INFO,
+        "protocol": 3,
+        "parser_class": BoundedParser,
     }
     if settings.username:
         kwargs["username"] = settings.username

@@ -11,18 +11,65 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl
 from typing import Any
 
 from rethinkdb import RethinkDB
-from rethinkdb.errors import ReqlOpFailedError
+from rethinkdb.asyncio_net import net_asyncio
+from rethinkdb.errors import ReqlDriverError, ReqlOpFailedError
 
 from exporter.placeos import KEY_TABLES, RETHINKDB_HEALTH_DB, RETHINKDB_HEALTH_TABLE
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, close_within
+from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, close_within
 from exporter.reasons import Reason
 from exporter.settings import RethinkDBSettings
 
 r = RethinkDB()
 r.set_loop_type("asyncio")  # this instance only: other code may use the driver in sync mode
+
+
+class _BoundedReader:
+    """The driver's stream, refusing a response frame announced above MAX_BODY_BYTES: the driver reads
+    a frame's announced length with readexactly, whatever it is (garbage reads as gigabytes)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    async def readexactly(self, n: int) -> bytes:
+        if n > MAX_BODY_BYTES:
+            raise ReqlDriverError(f"response frame of {n} bytes")
+        return await self._reader.readexactly(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+class _BoundedInstance(net_asyncio.ConnectionInstance):  # type: ignore[misc]
+    _streamreader: Any
+
+    async def connect(self, timeout: Any) -> Any:
+        parent = await super().connect(timeout)
+        # connect() created the frame-reader task last, and it has not run yet: wrap before it does.
+        self._streamreader = _BoundedReader(self._streamreader)
+        return parent
+
+
+class _BoundedConnection(net_asyncio.Connection):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._conn_type = _BoundedInstance
+
+
+def ca_bundle(settings: RethinkDBSettings) -> str:
+    """The CA file to trust. The driver takes only a file and calls load_verify_locations(ca_certs)
+    with it (None is a TypeError): without ca_file, the system bundle's path."""
+    if settings.ca_file:
+        return str(settings.ca_file)
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    raise ProbeFailure(Reason.TLS, "tls is on without ca_file and this system has no CA bundle file")
 
 
 async def connect(ctx: ProbeContext) -> Any:
@@ -35,11 +82,8 @@ async def connect(ctx: ProbeContext) -> Any:
         "timeout": max(1, int(ctx.remaining())),
     }
     if settings.tls:
-        ssl: dict[str, Any] = {}
-        if settings.ca_file:
-            ssl["ca_certs"] = str(settings.ca_file)
-        kwargs["ssl"] = ssl or {"ca_certs": None}
-    return await asyncio.wait_for(r.connect(**kwargs), timeout=ctx.remaining())
+        kwargs["ssl"] = {"ca_certs": ca_bundle(settings)}
+    return await asyncio.wait_for(r.make_connection(_BoundedConnection, **kwargs), timeout=ctx.remaining())
 
 
 async def close(conn: Any, ctx: ProbeContext) -> None:

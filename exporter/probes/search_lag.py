@@ -12,7 +12,7 @@ from __future__ import annotations
 from exporter.placeos import SEARCH_INDICES
 from exporter.probes import elasticsearch as es
 from exporter.probes import postgres, rethinkdb
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, close_within
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure
 from exporter.reasons import Reason
 from exporter.settings import Era
 
@@ -21,20 +21,16 @@ async def probe(ctx: ProbeContext) -> Outcome:
     count_rows = rethinkdb.count_rows if ctx.era is Era.A else postgres.count_rows
     rows = await count_rows(ctx, SEARCH_INDICES)
     settings = ctx.cluster.elasticsearch
-    tp = es.transport(settings, ctx.remaining())
     lag: dict[str, int] = {}
-    try:
-        for index, row_count in rows.items():
-            try:
-                answer = await es.request(tp, settings, "GET", f"/{index}/_count")
-                docs = int(answer.get("count", 0))
-            except ProbeFailure as exc:
-                if exc.reason is not Reason.NOT_FOUND:  # a missing index holds no documents
-                    raise
-                docs = 0
-            lag[index] = row_count - docs
-    finally:
-        await close_within(tp.close(), 1.0)
+    for index, row_count in rows.items():
+        try:
+            answer = await es.request(ctx, settings, "GET", f"/{index}/_count")
+            docs = int(answer.get("count", 0))
+        except ProbeFailure as exc:
+            if exc.reason is not Reason.NOT_FOUND:  # a missing index holds no documents
+                raise
+            docs = 0
+        lag[index] = row_count - docs
     behind = {i: n for i, n in lag.items() if n > 0}
     detail = f"{len(lag)} indices counted" + (f"; behind: {behind}" if behind else "")
     return Outcome(Reason.OK, detail, {"index_lag": lag})

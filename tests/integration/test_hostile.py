@@ -101,17 +101,6 @@ TIMEOUT = ("timeout",)
 ENDLESS = ("timeout", "protocol_error")  # an endless answer may also be refused by its announced size
 TLS_OR_PROTOCOL = ("tls", "protocol_error")
 
-ES_UNBOUNDED = (
-    "exporter/probes/elasticsearch.py reads the answer through elastic_transport's AsyncTransport, whose "
-    "AiohttpHttpNode.perform_request calls `await response.read()` without a limit: MAX_BODY_BYTES never "
-    "applies, the whole body is buffered (RSS +50..250 MiB here), and a body announced at 10 GiB is read "
-    "until the deadline (timeout, not protocol_error)"
-)
-REDIS_UNBOUNDED = (
-    "redis-py's RESP parser reads a bulk string of any announced length (`_AsyncRESPBase._read` -> "
-    "StreamReader.readexactly): exporter/probes/redis.py passes no bounded parser, so a reply announced at "
-    "10 GiB is buffered until the deadline (timeout, RSS +64 MiB) instead of being refused as protocol_error"
-)
 PG_UNBOUNDED = (
     "asyncpg buffers a server message of any announced length (no limit in its protocol's ReadBuffer) and "
     "exporter/probes/postgres.py cannot bound it: a RowDescription announced at 2 GiB is read until the "
@@ -121,20 +110,6 @@ PG_GARBAGE = (
     "asyncpg reads the garbage's first bytes as a message type and a length of ~1.4 GB ('HTTP' -> 'H' + "
     "0x5454502f) and waits for the rest: the probe reports timeout, not protocol_error; asyncpg has no "
     "message-size limit the probe could set"
-)
-RETHINKDB_GARBAGE = (
-    "the rethinkdb driver (ConnectionInstance._reader) reads garbage as a response frame of ~1.8 GB and waits "
-    "for it with readexactly: the probe reports timeout, not protocol_error (exporter/probes/rethinkdb.py "
-    "does not bound the frame length)"
-)
-RETHINKDB_UNBOUNDED = (
-    "the rethinkdb driver (ConnectionInstance._reader) buffers a response frame of any announced length with "
-    "readexactly; exporter/probes/rethinkdb.py does not bound it: a 4 GiB frame is read until the deadline "
-    "(timeout, RSS +64 MiB)"
-)
-RETHINKDB_SYSTEM_CA = (
-    "exporter/probes/rethinkdb.py passes ssl={'ca_certs': None} when tls is on without ca_file; the driver "
-    "calls load_verify_locations(None) -> TypeError -> protocol_error, so the system CAs are never used"
 )
 
 
@@ -150,11 +125,11 @@ def hostile_cases() -> Iterator[Case]:
             if fault == "broken_json" and probe == "login":
                 note = "a 200 that is not a JSON object is not a login"
             if probe == "elasticsearch" and fault.startswith("huge"):
-                bug, note = ES_UNBOUNDED, "*known*: elastic_transport reads the whole body"
+                note = "read over the probes' aiohttp session with read_bounded, not elastic_transport"
             yield Case("hostile", backend, probe, fault, expected, note, bug)
     for fault in REDIS_FAULTS:
         if fault == "huge_bulk":
-            yield Case("hostile", "redis", "redis", fault, PROTOCOL, "*known*: redis-py buffers it", REDIS_UNBOUNDED)
+            yield Case("hostile", "redis", "redis", fault, PROTOCOL, "refused by the bounded RESP parser")
         else:
             yield Case("hostile", "redis", "redis", fault, ENDLESS)
     pg = {"garbage_in_login": (PG_GARBAGE, "*known*: asyncpg waits for the announced length"),
@@ -163,8 +138,8 @@ def hostile_cases() -> Iterator[Case]:
     for fault in PG_FAULTS:
         yield Case("hostile", "postgres", "postgres", fault, PROTOCOL, pg[fault][1], pg[fault][0])
     rethinkdb = {"garbage_in_handshake": (PROTOCOL, "", ""), "no_nul_in_handshake": (ENDLESS, "", ""),
-                 "garbage_after_login": (PROTOCOL, "*known*: the driver waits for the frame", RETHINKDB_GARBAGE),
-                 "huge_frame": (PROTOCOL, "*known*: the driver buffers the frame", RETHINKDB_UNBOUNDED)}  # fmt: skip
+                 "garbage_after_login": (PROTOCOL, "read as a frame over the bound: refused", ""),
+                 "huge_frame": (PROTOCOL, "refused by the bounded frame reader", "")}  # fmt: skip
     for fault in RETHINKDB_FAULTS:
         expected, note, bug = rethinkdb[fault]
         yield Case("hostile", "rethinkdb", "rethinkdb", fault, expected, note, bug)
@@ -200,7 +175,7 @@ def tls_cases() -> Iterator[Case]:
                 expected = ("timeout", "tls", "protocol_error")
                 note = "Redis waits for the newline of the inline command the ClientHello starts"
             if backend == "rethinkdb" and fault == "untrusted_by_system_cas":
-                bug, note = RETHINKDB_SYSTEM_CA, "*known*: no ca_file gives the driver ca_certs=None"
+                note = "no ca_file: the driver is given the system CA bundle's path"
             if backend == "etcd" and fault == "tls_to_plaintext":
                 note = "etcd's plaintext listener resets the handshake: a TLS mismatch, not 'nothing listens'"
             yield Case("tls", backend, probe, fault, expected, note, bug)
