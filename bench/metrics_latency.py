@@ -9,20 +9,21 @@ N sequential requests after a warm-up, in interleaved blocks (exporter, bare, ba
 machine noise hits both alike. Each block gives a p50/p99; the figures are medians over blocks.
 
 Request kinds: ``plain`` (no Accept-Encoding), ``gzip`` (Accept-Encoding: gzip) and ``prometheus``
-(Prometheus's Accept, OpenMetrics, and gzip). Two modes:
+(Prometheus's Accept, OpenMetrics, and gzip). Two modes, each against its own exporter process:
 
-* ``cached``: back-to-back requests. The exporter renders once per snapshot change and serves cached
-  bytes in between, so this is mostly its cache-hit path.
-* ``fresh``: every request carries a unique extra media type in Accept (ignored by the encoder choice
-  but part of the exporter's render-cache key), so every request renders from the snapshot again: what
-  a real scrape sees when a probe finished since the previous scrape (the usual case at a 15 s scrape
-  interval). The bare server still serves fixed bytes.
+* ``cached``: every probe at ``--interval`` (2 s). The exporter re-renders once per snapshot change,
+  off the request path (``AppState.snapshot_changed``), for the formats scrapers asked for, so
+  requests get ready bytes; the re-render still runs on the event loop a scrape shares.
+* ``churn``: every probe at ``--churn-interval`` (0.1 s), so the snapshot changes tens of times a
+  second and re-renders run back to back (one per PRERENDER_DELAY at most): the worst case for a
+  scrape that lands while a render holds the loop. The bare server still serves fixed bytes.
 
 Then the same while the backends are SIGSTOPped (probes hang until their timeout): "unchanged by the
 hung backend" means the same 1.5x target holds in that phase (``hung.*.p99_ratio``); ``hung_change``
 shows the exporter's p99 hung / healthy next to the bare server's (machine noise). Also printed: the
-in-process cost of one render after a snapshot change (``AppState.metrics_bytes``), and with
-``--profile`` a cProfile summary of it.
+in-process cost of one render after a snapshot change (``AppState.metrics_bytes``; what the first
+scrape of a format, or a scrape with no re-render pending, pays), next to prometheus-client's own
+encoder on the same families, and with ``--profile`` a cProfile summary of it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gzip
 import io
-import itertools
 import pstats
 import time
 from collections.abc import Callable, Sequence
@@ -73,14 +74,15 @@ VARIANTS: dict[str, tuple[str, bool]] = {
     "gzip": ("*/*", True),
     "prometheus": (PROMETHEUS_ACCEPT, True),
 }
-MODES = ("cached", "fresh")
+MODES = ("cached", "churn")
 PHASES = ("healthy", "hung")
 
 
 @dataclass
 class Options:
     requests: int = 4000  # per server, kind and phase (cached mode)
-    fresh_requests: int = 1000  # per server, kind and phase (fresh mode)
+    churn_requests: int = 2000  # per server, kind and phase (churn mode)
+    churn_interval: float = 0.1
     warmup: int = 200
     blocks: int = 8
     variants: tuple[str, ...] = ("plain", "gzip", "prometheus")
@@ -96,7 +98,7 @@ class Options:
     @classmethod
     def quick(cls) -> Options:
         return cls(
-            requests=40, fresh_requests=10, warmup=5, blocks=2, variants=("plain", "prometheus"),
+            requests=40, churn_requests=20, warmup=5, blocks=2, variants=("plain", "prometheus"),
             interval=0.5, timeout=0.3, renders=5,
         )  # fmt: skip
 
@@ -105,6 +107,7 @@ def expected_keys(opts: Options) -> set[str]:
     keys = {"probes_enabled", "probes_hung"}
     for variant in opts.variants:
         keys.add(f"render.{variant}.p50_ms")
+        keys.add(f"render.{variant}.prometheus_client_p50_ms")
         for mode in MODES:
             keys.add(f"hung_change.{mode}.{variant}")
             for phase in PHASES:
@@ -118,7 +121,11 @@ def expected_keys(opts: Options) -> set[str]:
 
 def render_cost(settings: dict[str, Any], opts: Options) -> Figures:
     """Time ``AppState.metrics_bytes`` right after a snapshot change, in this process (no HTTP)."""
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.registry import CollectorRegistry
+
     from exporter import log
+    from exporter.metrics import ClusterCollector, ExporterCollector
     from exporter.scheduler import Scheduler
     from exporter.settings import load_settings
     from exporter.snapshot import Snapshot
@@ -142,12 +149,33 @@ def render_cost(settings: dict[str, Any], opts: Options) -> Figures:
             times.append(time.perf_counter() - t0)
         return times
 
+    def library_render(variant: str, count: int) -> list[float]:
+        """The same families and gzip through prometheus-client's own encoder (what we replaced)."""
+        accept, gzipped = VARIANTS[variant]
+        encoder = choose_encoder(accept)[0]
+        times = []
+        for _ in range(count):
+            cluster.version += 1
+            t0 = time.perf_counter()
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(ExporterCollector())
+            registry.register(ClusterCollector(cluster, state.diagnosis(cluster)))
+            body = encoder(registry)
+            if gzipped:
+                gzip.compress(body, compresslevel=1, mtime=0)
+            times.append(time.perf_counter() - t0)
+        return times
+
     for variant in opts.variants:
         render_all(variant, 3)
         times = render_all(variant, opts.renders)
+        library = library_render(variant, opts.renders)
         size = len(state.metrics_bytes(cluster, True, VARIANTS[variant][0], VARIANTS[variant][1])[0])
         figures[f"render.{variant}.p50_ms"] = info(
             median(times) * 1000, "ms", f"p99 {percentile(times, 99) * 1000:.2f} ms, body {size} B", key=True
+        )
+        figures[f"render.{variant}.prometheus_client_p50_ms"] = info(
+            median(library) * 1000, "ms", "the same render with prometheus-client's encoder", key=True
         )
     if opts.profile:
         profiler = cProfile.Profile()
@@ -217,20 +245,10 @@ def new_session() -> aiohttp.ClientSession:
     )
 
 
-_nonce = itertools.count()
-
-
-def headers_for(variant: str, fresh: bool) -> Callable[[], dict[str, str]]:
+def headers_for(variant: str) -> Callable[[], dict[str, str]]:
     accept, gzipped = VARIANTS[variant]
-    base = {"Accept-Encoding": "gzip"} if gzipped else {}
-
-    def make() -> dict[str, str]:
-        if not fresh:
-            return {**base, "Accept": accept}
-        # A media type no encoder matches: the same body, but a key the render cache has never seen.
-        return {**base, "Accept": f"{accept},application/x-bench-nonce-{next(_nonce)};q=0.01"}
-
-    return make
+    headers = {"Accept": accept} | ({"Accept-Encoding": "gzip"} if gzipped else {})
+    return lambda: headers
 
 
 async def timed(session: aiohttp.ClientSession, url: str, headers: Callable[[], dict[str, str]], n: int) -> list[float]:
@@ -253,7 +271,7 @@ async def capture(url: str, variants: Sequence[str], path: Path) -> None:
     rows = []
     async with new_session() as session:
         for variant in variants:
-            async with session.get(url + "/metrics", headers=headers_for(variant, False)()) as resp:
+            async with session.get(url + "/metrics", headers=headers_for(variant)()) as resp:
                 body = await resp.read()
                 rows.append(
                     (
@@ -267,23 +285,24 @@ async def capture(url: str, variants: Sequence[str], path: Path) -> None:
     bare_server.save_bodies(path, rows)
 
 
-async def run_phase(phase: str, exp_url: str, bare_url: str, opts: Options) -> Figures:
+async def run_phase(phase: str, urls: dict[str, str], bare_url: str, opts: Options) -> Figures:
+    """Both modes of one phase; ``urls`` maps each mode to its exporter."""
     figures: Figures = {}
-    urls = {"exporter": exp_url + "/metrics", "bare": bare_url + "/metrics"}
     async with new_session() as exp_session, new_session() as bare_session:
         sessions = {"exporter": exp_session, "bare": bare_session}
         for mode in MODES:
-            total = opts.requests if mode == "cached" else opts.fresh_requests
+            targets = {"exporter": urls[mode] + "/metrics", "bare": bare_url + "/metrics"}
+            total = opts.requests if mode == "cached" else opts.churn_requests
             per_block = max(1, -(-total // opts.blocks))
             for variant in opts.variants:
-                headers = headers_for(variant, mode == "fresh")
+                headers = headers_for(variant)
                 for server in sessions:
-                    await timed(sessions[server], urls[server], headers, opts.warmup)
+                    await timed(sessions[server], targets[server], headers, opts.warmup)
                 blocks: dict[str, list[list[float]]] = {"exporter": [], "bare": []}
                 for b in range(opts.blocks):
                     order = ("exporter", "bare") if b % 2 == 0 else ("bare", "exporter")
                     for server in order:
-                        blocks[server].append(await timed(sessions[server], urls[server], headers, per_block))
+                        blocks[server].append(await timed(sessions[server], targets[server], headers, per_block))
                 figures.update(summarize(f"{phase}.{mode}.{variant}", blocks))
     return figures
 
@@ -306,7 +325,9 @@ def summarize(prefix: str, blocks: dict[str, list[list[float]]]) -> Figures:
     }
 
 
-async def measure_async(opts: Options, backends: Backends, exp: ExporterProcess, bare: BareServer) -> Figures:
+async def measure_async(
+    opts: Options, backends: Backends, exp: ExporterProcess, churn: ExporterProcess, bare: BareServer
+) -> Figures:
     figures: Figures = {}
     mine = {"etcd": "etcd", "redis": "redis", "postgres": "postgres"}
 
@@ -321,7 +342,8 @@ async def measure_async(opts: Options, backends: Backends, exp: ExporterProcess,
 
     current = await wait_until(healthy, 30, "every probe of the started backends ok")
     figures["probes_enabled"] = info(len(current), "count", ", ".join(f"{p}={r}" for p, r in current.items()), True)
-    figures.update(await run_phase("healthy", exp.url, bare.url, opts))
+    urls = {"cached": exp.url, "churn": churn.url}
+    figures.update(await run_phase("healthy", urls, bare.url, opts))
 
     hang = opts.hang or backends.names
     try:
@@ -333,7 +355,7 @@ async def measure_async(opts: Options, backends: Backends, exp: ExporterProcess,
             return r if all(r.get(mine[n]) == "timeout" for n in hang) else None
 
         current = await wait_until(hung, opts.interval + opts.timeout + 10, f"{', '.join(hang)} probes timing out")
-        figures.update(await run_phase("hung", exp.url, bare.url, opts))
+        figures.update(await run_phase("hung", urls, bare.url, opts))
         after = await reasons()
         still = sorted(p for p, r in after.items() if r == "timeout")
         figures["probes_hung"] = info(len(still), "count", f"SIGSTOPped {', '.join(hang)}; timeout: {', '.join(still)}")
@@ -356,10 +378,12 @@ def measure(opts: Options, backends: Backends | None = None) -> Figures:
     with backends_for(opts.backends, backends) as bk, workdir("latency") as wd:
         settings = exporter_settings([bk.cluster(era=opts.era, extra=opts.extra)], opts.interval, opts.timeout)
         figures = render_cost(settings, opts)
-        with ExporterProcess(settings, wd / "exporter") as exp:
+        churn_timeout = min(opts.timeout, opts.churn_interval * 0.8)
+        churn_settings = {**settings, "interval": opts.churn_interval, "timeout": churn_timeout}
+        with ExporterProcess(settings, wd / "exporter") as exp, ExporterProcess(churn_settings, wd / "churn") as churn:
             asyncio.run(capture(exp.url, opts.variants, wd / "bodies.json"))
             with BareServer(wd / "bodies.json", wd) as bare:
-                figures.update(asyncio.run(measure_async(opts, bk, exp, bare)))
+                figures.update(asyncio.run(measure_async(opts, bk, exp, churn, bare)))
         return figures
 
 
@@ -367,7 +391,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench.metrics_latency", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
     p.add_argument("--requests", type=int, help="requests per server, kind and phase in cached mode (4000)")
-    p.add_argument("--fresh-requests", type=int, help="the same in fresh mode (1000)")
+    p.add_argument("--churn-requests", type=int, help="the same in churn mode (2000)")
+    p.add_argument("--churn-interval", type=float, help="probe interval of the churn exporter, s (0.1)")
     p.add_argument("--warmup", type=int)
     p.add_argument("--blocks", type=int, help="interleaved blocks; figures are medians over blocks (8)")
     p.add_argument("--variants", help="comma list of plain,gzip,prometheus")
@@ -377,13 +402,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--hang", help="backends to SIGSTOP in the hung phase (default: all started)")
     p.add_argument("--era", choices=["A", "B", "C"])
     p.add_argument("--extra-config", type=Path, help="YAML merged into the cluster (configures more probes)")
-    p.add_argument("--profile", action="store_true", help="print a cProfile summary of fresh renders")
+    p.add_argument("--profile", action="store_true", help="print a cProfile summary of renders")
     a = p.parse_args(argv)
     opts = Options.quick() if a.quick else Options()
     changes: dict[str, Any] = {
         k: v
         for k, v in {
-            "requests": a.requests, "fresh_requests": a.fresh_requests, "warmup": a.warmup, "blocks": a.blocks,
+            "requests": a.requests, "churn_requests": a.churn_requests, "churn_interval": a.churn_interval,
+            "warmup": a.warmup, "blocks": a.blocks,
             "interval": a.interval, "timeout": a.timeout, "era": a.era,
         }.items()
         if v is not None

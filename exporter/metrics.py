@@ -8,6 +8,7 @@ values come from closed sets, and rendered bytes are cached per snapshot version
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.diagnosis import Diagnosis
+from exporter.exposition import Encoder, faster
 from exporter.failure_model import CAUSES, COMPONENTS, IMPACTS, PAIRS
 from exporter.placeos import SEARCH_INDICES
 from exporter.reasons import FAILURE_REASONS, Reason
@@ -290,10 +292,18 @@ class ExporterCollector(Collector):
             yield from self.extra()
 
 
+@functools.lru_cache(maxsize=64)
+def encoder_for(accept: str) -> tuple[Encoder, str]:
+    """The exposition format an Accept header asks for (text 0.0.4 or OpenMetrics) and its Content-Type,
+    which names the format exactly (version, escaping): the render cache's key."""
+    encoder, content_type = choose_encoder(accept)
+    return faster(encoder), content_type
+
+
 def render(collectors: Iterable[Collector], accept: str | None) -> tuple[bytes, str]:
-    """Encode collectors in the format the Accept header asks for (text 0.0.4 or OpenMetrics)."""
+    """Encode collectors in the format the Accept header asks for; the bytes and their Content-Type."""
     registry = CollectorRegistry(auto_describe=False)
     for collector in collectors:
         registry.register(collector)
-    encoder, content_type = choose_encoder(accept or "")
+    encoder, content_type = encoder_for(accept or "")
     return encoder(registry), content_type

@@ -20,15 +20,30 @@ from prometheus_client.registry import Collector
 
 from exporter import log, status_page
 from exporter.diagnosis import Diagnosis, Observation, diagnose
-from exporter.metrics import ClusterCollector, ExporterCollector, render
+from exporter.metrics import ClusterCollector, ExporterCollector, encoder_for, render
 from exporter.settings import Settings
 from exporter.snapshot import ClusterSnapshot, Snapshot
 
 ReloadHook = Callable[[], Awaitable[tuple[bool, str]]]
 # Re-render this long after a result lands (results of one cycle arrive together: render once), for
-# formats asked for within PRERENDER_FOR seconds.
+# formats asked for within PRERENDER_FOR seconds. While that re-render is pending a scrape gets the
+# previous bytes, so they are at most PRERENDER_DELAY (+ one render) older than the snapshot.
 PRERENDER_DELAY = 0.05
 PRERENDER_FOR = 600.0
+
+
+@dataclass
+class Rendered:
+    """One cluster's series in one exposition format, as of one snapshot version."""
+
+    version: tuple[int, int]
+    body: bytes
+    content_type: str
+    gzipped: bytes | None = None
+
+
+# (cluster, with the exporter's own series, exposition format = its Content-Type)
+RenderKey = tuple[str, bool, str]
 
 
 @dataclass
@@ -42,8 +57,8 @@ class AppState:
     exporter_series: Callable[[], Iterable[Any]] | None = None
     exporter_version: Callable[[], int] = lambda: 0
     _diagnoses: dict[str, tuple[int, Diagnosis]] = field(default_factory=dict)
-    _rendered: dict[tuple[Any, ...], Rendered] = field(default_factory=dict)
-    _asked: dict[tuple[str, bool, str, bool], float] = field(default_factory=dict)
+    _rendered: dict[RenderKey, Rendered] = field(default_factory=dict)
+    _asked: dict[tuple[RenderKey, bool], tuple[float, str]] = field(default_factory=dict)
     _prerender: asyncio.TimerHandle | None = None
 
     def snapshot_changed(self) -> None:
@@ -55,11 +70,11 @@ class AppState:
     def _render_asked(self) -> None:
         self._prerender = None
         now = time.monotonic()
-        for key, asked in list(self._asked.items()):
+        for (key, gzipped), (asked, accept) in list(self._asked.items()):
             if now - asked > PRERENDER_FOR:
-                del self._asked[key]
+                del self._asked[(key, gzipped)]
                 continue
-            name, with_exporter, accept, gzipped = key
+            name, with_exporter, _ = key
             cluster = self.snapshot.cluster(name)
             if cluster is not None:
                 self.metrics_bytes(cluster, with_exporter, accept, gzipped, remember=False)
@@ -76,33 +91,31 @@ class AppState:
     def metrics_bytes(
         self, cluster: ClusterSnapshot, with_exporter: bool, accept: str, gzipped: bool, remember: bool = True
     ) -> tuple[bytes, str]:
-        """Rendered series (optionally gzipped), cached until the snapshot changes."""
+        """Rendered series (optionally gzipped), cached per exposition format until the snapshot changes;
+        while a re-render is pending (``snapshot_changed``), the previous bytes."""
+        content_type = encoder_for(accept)[1]
+        key: RenderKey = (cluster.name, with_exporter, content_type)
         if remember:
-            self._asked[(cluster.name, with_exporter, accept, gzipped)] = time.monotonic()
+            self._asked[(key, gzipped)] = (time.monotonic(), accept)
             if len(self._asked) > 32:  # formats scrapers use are few; forget odd ones
                 self._asked.pop(next(iter(self._asked)))
-        key = (cluster.name, cluster.version, with_exporter, with_exporter and self.exporter_version(), accept)
+        version = (cluster.version, self.exporter_version() if with_exporter else 0)
         entry = self._rendered.get(key)
-        if entry is None:
+        # Stale bytes only for probe results while their re-render is pending; the exporter's own
+        # series (a reload's outcome) show at once.
+        stale_ok = entry is not None and self._prerender is not None and entry.version[1] == version[1]
+        if entry is None or (entry.version != version and not stale_ok):
             collectors: list[Collector] = [ClusterCollector(cluster, self.diagnosis(cluster))]
             if with_exporter:
                 collectors.insert(0, ExporterCollector(self.exporter_series))
-            body, content_type = render(collectors, accept)
-            if len(self._rendered) > 64:  # old versions are never asked for again
-                self._rendered.clear()
-            entry = self._rendered[key] = Rendered(body, content_type)
+            if entry is None and len(self._rendered) > 4 * len(self.snapshot.clusters) + 16:
+                self._rendered.clear()  # clusters dropped by a reload
+            entry = self._rendered[key] = Rendered(version, *render(collectors, accept))
         if not gzipped:
             return entry.body, entry.content_type
         if entry.gzipped is None:
             entry.gzipped = gzip.compress(entry.body, compresslevel=1, mtime=0)
         return entry.gzipped, entry.content_type
-
-
-@dataclass
-class Rendered:
-    body: bytes
-    content_type: str
-    gzipped: bytes | None = None
 
 
 STATE_KEY = web.AppKey("state", AppState)
