@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Sample
 
 from exporter import __version__
 from exporter.diagnosis import Diagnosis
@@ -142,6 +143,10 @@ FACT_GAUGES: dict[str, tuple[tuple[ProbeName, str, str | None], ...]] = {
 }
 
 
+_REASONS = tuple(r.value for r in Reason)
+_FAILURE_REASONS = tuple((r, r.value) for r in FAILURE_REASONS)
+
+
 class ClusterCollector(Collector):
     """Series of one cluster, built from its snapshot and diagnosis on each collect()."""
 
@@ -176,17 +181,26 @@ class ClusterCollector(Collector):
         runs = family("placeos_probes_total")
         failures = family("placeos_probe_failures_total")
         latency = family("placeos_probe_latency_seconds")
+        failures_sample = failures.name + "_total"
         for s in states:
             p = s.probe.value
             success.add_metric([p], 1 if s.success else 0)
             duration.add_metric([p], s.last.duration if s.last else 0.0)
-            current = s.reason
-            for r in Reason:
-                reason.add_metric([p, r.value], 1 if r is current else 0)
+            # The two per-reason families are most of a render's samples: built directly (what
+            # add_metric does, without its per-sample zip), from precomputed label values.
+            current = s.reason.value
+            reason.samples.extend(
+                [Sample(reason.name, {"probe": p, "reason": r}, 1.0 if r == current else 0.0) for r in _REASONS]
+            )
             last_run.add_metric([p], s.last.finished if s.last else 0.0)
             runs.add_metric([p], s.runs)
-            for r in FAILURE_REASONS:
-                failures.add_metric([p, r.value], s.failures.get(r, 0))
+            counts = s.failures
+            failures.samples.extend(
+                [
+                    Sample(failures_sample, {"probe": p, "reason": value}, float(counts.get(r, 0)))
+                    for r, value in _FAILURE_REASONS
+                ]
+            )
             cumulative, buckets = 0, []
             for bound, count in zip((*LATENCY_BUCKETS, float("inf")), s.bucket_counts, strict=True):
                 cumulative += count
