@@ -27,6 +27,7 @@ from exporter.snapshot import ClusterSnapshot, ProbeResult, Snapshot
 ERA_RETRY_SECONDS = 60.0
 # Shutdown waits at most this long for probe tasks to finish cancelling.
 STOP_TIMEOUT = 5.0
+STOP_RECANCEL = 0.1  # seconds between cancellations of a task that is still running
 # First runs are spread over this window so a start-up does not hit every backend at once.
 MAX_START_SPREAD = 1.0
 
@@ -77,11 +78,16 @@ class Scheduler:
             self.tasks[cluster.name] = [asyncio.create_task(self._cluster_main(cluster), name=f"era:{cluster.name}")]
 
     async def stop(self) -> None:
-        tasks = [t for ts in self.tasks.values() for t in ts]
-        for task in tasks:
-            task.cancel()
-        if tasks:  # bounded: a probe stuck in a driver that ignores cancellation cannot hold shutdown
-            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+        pending = {t for ts in self.tasks.values() for t in ts}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT
+        # Cancelled again until done: Python 3.11's wait_for (inside redis-py, for one) can swallow a
+        # cancellation that coincides with its inner read finishing, and the loop would run on. Bounded:
+        # a probe stuck in a driver that ignores cancellation cannot hold shutdown.
+        while pending and loop.time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=min(STOP_RECANCEL, deadline - loop.time()))
         self.tasks.clear()
         if self.http is not None:
             await self.http.close()

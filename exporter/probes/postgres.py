@@ -33,10 +33,19 @@ def connect_args(settings: PostgresSettings) -> dict[str, Any]:
 
 
 def tls_arg(settings: PostgresSettings) -> ssl.SSLContext | str | bool:
+    """asyncpg's ``ssl``: the sslmode, or our context where a CA file, a client certificate or a
+    verifying mode must reach the connection (asyncpg then insists on TLS, as with ``require``)."""
+    if settings.sslmode == "disable":
+        return "disable"  # a certificate setting is no reason to encrypt
     if settings.sslmode in ("verify-ca", "verify-full") or settings.ca_file or settings.cert_file:
         ctx = ssl_context(settings)
         if settings.sslmode == "verify-ca":
             ctx.check_hostname = False
+        elif settings.sslmode != "verify-full" and not settings.ca_file:
+            # allow/prefer/require do not verify the server (libpq; asyncpg's own sslmode likewise): a
+            # client certificate alone must not make the probe check it against the system CAs.
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
         return ctx
     return settings.sslmode
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import socket
 import ssl
 from typing import Any
 
 from rethinkdb import RethinkDB
 from rethinkdb.asyncio_net import net_asyncio
-from rethinkdb.errors import ReqlDriverError, ReqlOpFailedError
+from rethinkdb.errors import ReqlAuthError, ReqlDriverError, ReqlOpFailedError, ReqlTimeoutError
 
 from exporter.placeos import KEY_TABLES, RETHINKDB_HEALTH_DB, RETHINKDB_HEALTH_TABLE
-from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, close_within
+from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, close_within, ssl_context
 from exporter.reasons import Reason
 from exporter.settings import RethinkDBSettings
 
@@ -45,31 +45,72 @@ class _BoundedReader:
 
 
 class _BoundedInstance(net_asyncio.ConnectionInstance):  # type: ignore[misc]
+    """The driver's connection, with our TLS context and a bounded frame reader."""
+
+    _parent: Any
     _streamreader: Any
+    _streamwriter: Any
+    _reader_task: Any
+
+    def __init__(self, parent: Any, io_loop: Any = None, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(parent, io_loop)
+        self._tls = tls
 
     async def connect(self, timeout: Any) -> Any:
-        parent = await super().connect(timeout)
-        # connect() created the frame-reader task last, and it has not run yet: wrap before it does.
-        self._streamreader = _BoundedReader(self._streamreader)
-        return parent
+        """Mirrors ``ConnectionInstance.connect`` of rethinkdb 2.4.10 (asyncio_net/net_asyncio.py) line
+        for line, except for the SSLContext, the reader and ``asyncio.timeout`` for ``wait_for`` (whose
+        3.11 version can swallow a cancellation that coincides with the read finishing).
+
+        The driver takes TLS only as ``ssl={"ca_certs": path}`` and builds its own context from it, so a
+        client certificate (cert_file, key_file) and insecure_skip_verify cannot reach it; this opens the
+        connection with the exporter's ``ssl_context`` instead (None: plaintext). The stream reader is
+        wrapped before the handshake, so the frame-reader task started last reads through the bound.
+        Review this against the driver's connect when upgrading rethinkdb (pinned <2.5 in pyproject).
+        """
+        host, port = self._parent.host, self._parent.port
+        try:
+            reader, self._streamwriter = await asyncio.open_connection(host, port, ssl=self._tls)
+            self._streamreader = _BoundedReader(reader)
+            sock = self._streamwriter.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except Exception as err:
+            raise ReqlDriverError(f"Could not connect to {host}:{port}. Error: {err}") from err
+
+        try:
+            self._parent.handshake.reset()
+            response: Any = None
+            with net_asyncio.translate_timeout_errors():
+                while True:
+                    request = self._parent.handshake.next_message(response)
+                    if request is None:
+                        break
+                    # V1_0 sends two requests at once, then reads each answer separately.
+                    if request != "":
+                        self._streamwriter.write(request)
+                    async with asyncio.timeout(timeout):
+                        response = await net_asyncio._read_until(self._streamreader, b"\0")
+                    response = response[:-1]
+        except ReqlAuthError:
+            await self.close()
+            raise
+        except ReqlTimeoutError as err:
+            await self.close()
+            raise ReqlDriverError(f"Connection interrupted during handshake with {host}:{port}. Error: {err}") from err
+        except Exception as err:
+            await self.close()
+            raise ReqlDriverError(f"Could not connect to {host}:{port}. Error: {err}") from err
+
+        # The driver's parallel reader of response frames (it keeps the reference, as the driver does).
+        self._reader_task = asyncio.ensure_future(self._reader())
+        return self._parent
 
 
 class _BoundedConnection(net_asyncio.Connection):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # make_connection passes its extra keyword arguments (here ``tls``) to every ConnectionInstance.
         super().__init__(*args, **kwargs)
         self._conn_type = _BoundedInstance
-
-
-def ca_bundle(settings: RethinkDBSettings) -> str:
-    """The CA file to trust. The driver takes only a file and calls load_verify_locations(ca_certs)
-    with it (None is a TypeError): without ca_file, the system bundle's path."""
-    if settings.ca_file:
-        return str(settings.ca_file)
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and os.path.isfile(candidate):
-            return candidate
-    raise ProbeFailure(Reason.TLS, "tls is on without ca_file and this system has no CA bundle file")
 
 
 async def connect(ctx: ProbeContext) -> Any:
@@ -82,8 +123,11 @@ async def connect(ctx: ProbeContext) -> Any:
         "timeout": max(1, int(ctx.remaining())),
     }
     if settings.tls:
-        kwargs["ssl"] = {"ca_certs": ca_bundle(settings)}
-    return await asyncio.wait_for(r.make_connection(_BoundedConnection, **kwargs), timeout=ctx.remaining())
+        # Not the driver's ssl={"ca_certs": ...}: see _BoundedInstance.connect. Without ca_file the
+        # context trusts the system's CAs.
+        kwargs["tls"] = ssl_context(settings)
+    async with asyncio.timeout(ctx.remaining()):  # not wait_for: see _BoundedInstance.connect
+        return await r.make_connection(_BoundedConnection, **kwargs)
 
 
 async def close(conn: Any, ctx: ProbeContext) -> None:
