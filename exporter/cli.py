@@ -171,7 +171,6 @@ class Exporter:
         except OSError as exc:
             await self.runner.cleanup()
             raise ListenError(f"cannot listen on {self.settings.listen_address}: {exc.strerror}") from None
-        self.scheduler.on_change = self.state.snapshot_changed
         await self.scheduler.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -216,7 +215,6 @@ class Exporter:
             }
             self.settings = settings
             self.scheduler = Scheduler(settings, self.snapshot, detect_era=self.detect)
-            self.scheduler.on_change = self.state.snapshot_changed
             await self.scheduler.start()
             self.state.settings = settings
             self.reload_ok, self.reload_at = 1, time.time()

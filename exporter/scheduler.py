@@ -59,7 +59,6 @@ class Scheduler:
         self.state: dict[tuple[str, ProbeName], dict[str, object]] = {}
         self.shared: dict[str, dict[str, object]] = {}
         self.first_round = asyncio.Event()
-        self.on_change: Callable[[], None] | None = None  # e.g. pre-render /metrics off the request path
         for cluster in settings.clusters:
             self.snapshot.clusters.setdefault(cluster.name, ClusterSnapshot(cluster.name, settings.history))
 
@@ -187,8 +186,6 @@ class Scheduler:
         previous = cs.probes[probe].reason
         if cs.record(result):
             self._log_change(cluster.name, result, previous)
-        if self.on_change is not None:
-            self.on_change()
         if not self.first_round.is_set() and all(s.last for c in self.snapshot.clusters.values() for s in c.enabled()):
             self.first_round.set()
 

@@ -1,12 +1,13 @@
-"""/metrics bytes are rendered once per snapshot change and exposition format, off the request path.
+"""/metrics bytes are rendered per exposition format, ahead of the scraper, off the request path.
 
 What a scraper sees: the answer to any Accept header is the format it names, a scrape never pays a
-render that a previous scrape of the same format already paid, and a probe result shows on /metrics
-no later than the pending re-render (PRERENDER_DELAY after it landed).
+render that a previous scrape of the same format already paid: a scraper that asks on a period (as
+Prometheus does) gets bytes rendered just before its request, showing every result that landed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import time
 
@@ -62,29 +63,44 @@ def test_accept_headers_naming_one_format_share_one_render(monkeypatch: pytest.M
     assert gzip.decompress(body) == om[0][0] and len(renders) == 2  # gzip of the same render
 
 
-async def test_a_result_shows_within_the_prerender_delay_without_a_render_on_the_scrape(
+async def test_a_periodic_scraper_gets_the_latest_result_rendered_ahead_of_its_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state, cluster = state_with_redis()
-    before, _ = state.metrics_bytes(cluster, False, PROMETHEUS, False)  # a scraper asked for this format
     renders = counting_renders(monkeypatch)
-    land(cluster, Reason.TIMEOUT)
-    state.snapshot_changed()
-    # Until the re-render runs, scrapes get the bytes they had (at most PRERENDER_DELAY old) ...
-    assert state.metrics_bytes(cluster, False, PROMETHEUS, False)[0] == before and not renders
+    period = 0.4
+    before, _ = state.metrics_bytes(cluster, False, PROMETHEUS, False)
+    await asyncio.sleep(period)  # the scraper's period: it asks again
+    state.metrics_bytes(cluster, False, PROMETHEUS, False)
+    asked = time.monotonic()
+    assert len(renders) == 1  # nothing changed: cached
+    land(cluster, Reason.TIMEOUT)  # a probe result lands between two scrapes
 
-    async def rendered() -> bool:
-        return bool(renders)
+    async def rendered_ahead() -> bool:
+        return len(renders) == 2
 
-    await wait_for(rendered, 5 * web.PRERENDER_DELAY + 1, "the re-render after the result landed")
-    # ... then the new result, rendered once, off the request path, for the format that was asked for.
+    await wait_for(rendered_ahead, 2 * period + 1, "the render ahead of the next scrape", interval=0.01)
+    assert time.monotonic() - asked < period  # before the request is due, off the request path
+    await asyncio.sleep(max(0.0, asked + period - time.monotonic()))
     after, _ = state.metrics_bytes(cluster, False, PROMETHEUS, False)
-    assert b'reason="timeout"} 1' in after and b'reason="timeout"} 1' not in before and len(renders) == 1
+    assert b'reason="timeout"} 1' in after and b'reason="timeout"} 1' not in before
+    assert len(renders) == 2  # the request itself rendered nothing
 
 
-def test_without_a_pending_rerender_a_scrape_renders_the_new_snapshot() -> None:
+def test_the_exporters_own_series_are_never_served_old() -> None:
     state, cluster = state_with_redis()
-    state.metrics_bytes(cluster, False, "", False)
-    land(cluster, Reason.AUTH_FAILED)  # no scheduler hook: nothing pending, so nothing stale is served
+    reloads = [0]
+    state.exporter_version = lambda: reloads[0]
+    state.metrics_bytes(cluster, True, "", False)
+    state.metrics_bytes(cluster, True, "", False)  # a scraper with a period: old bytes would be allowed
+    land(cluster, Reason.AUTH_FAILED)
+    reloads[0] += 1  # e.g. a reload failed: must show on the very next scrape
+    body, _ = state.metrics_bytes(cluster, True, "", False)
+    assert b'placeos_probe_failure_reason{probe="redis",reason="auth_failed"} 1.0' in body
+
+
+def test_a_first_request_renders_the_latest() -> None:
+    state, cluster = state_with_redis()
+    land(cluster, Reason.AUTH_FAILED)
     body, _ = state.metrics_bytes(cluster, False, "", False)
     assert b'placeos_probe_failure_reason{probe="redis",reason="auth_failed"} 1.0' in body
