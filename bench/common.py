@@ -38,6 +38,7 @@ from sandbox.backends import (
     start_postgres,
     start_redis,
 )
+from sandbox.cluster import Sandbox
 from sandbox.ports import free_port
 from sandbox.procs import Proc, ProcError
 
@@ -58,6 +59,9 @@ BACKEND_NAMES = ("etcd", "redis", "postgres")
 OTHER_SECTIONS = ("rethinkdb", "postgres", "elasticsearch")
 CORE_KEY = "service/core/01HBENCH0000000000000000000"
 
+
+# (wall-clock start, cluster, probe, lag seconds or None, reason, duration seconds): bench.exporter_child
+RunSample = tuple[float, str, str, float | None, str, float]
 
 # ------------------------------------------------------------------------------------------ figures
 
@@ -382,6 +386,36 @@ def backends_for(names: Sequence[str], given: Backends | None) -> Iterator[Backe
         yield backends
 
 
+@contextlib.contextmanager
+def sandbox_for(era: str) -> Iterator[Sandbox]:
+    """A whole sandbox PlaceOS of ``era`` (``sandbox.cluster.Sandbox``: real etcd/Redis/PostgreSQL, the
+    RethinkDB and Elasticsearch stand-ins, core, search-ingest, rest-api, triggers) in a temp dir,
+    every process of it stopped by PID afterwards (also when it fails to start)."""
+    sb = Sandbox(era)
+    sb.start()
+    try:
+        yield sb
+    finally:
+        sb.stop()
+
+
+def sandbox_cluster(sb: Sandbox, name: str, era: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One cluster entry pointing at the sandbox: the sandbox's own exporter settings
+    (``Sandbox.exporter_cluster``, what ``placeos-sandbox up`` prints and ``--with-exporter`` uses;
+    every backend and the user path), renamed, with ``era`` fixed and ``extra`` merged in."""
+    return deep_merge(sb.exporter_cluster() | {"name": name, "era": era}, extra or {})
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """user+system CPU seconds of each of these processes still alive."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            out[pid] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def load_extra(path: Path | None) -> dict[str, Any]:
     """``--extra-config``: YAML merged into every cluster the bench configures (e.g. an api section)."""
     if path is None:
@@ -407,7 +441,9 @@ class ExporterProcess:
 
     ``mode="cli"`` runs ``python -m exporter.cli serve`` (exactly ``placeos-exporter serve``).
     ``mode="child"`` runs ``bench.exporter_child`` (the same ``Exporter``, plus a task that writes
-    asyncio task counts and, with ``record_lag``, schedule lag samples to a JSON file).
+    asyncio task counts to a JSON file and, with ``record_lag``, every probe run (schedule lag,
+    outcome) to a JSON-lines file; with ``profile``, cProfile between ``profile_start`` and
+    ``profile_stop``).
     """
 
     def __init__(
@@ -420,6 +456,7 @@ class ExporterProcess:
         stats_interval: float = 1.0,
         log_level: str = "warning",
         ready_timeout: float = 60.0,
+        profile: bool = False,
     ) -> None:
         self.settings = dict(settings)
         self.workdir = workdir
@@ -428,8 +465,11 @@ class ExporterProcess:
         self.stats_interval = stats_interval
         self.log_level = log_level
         self.ready_timeout = ready_timeout
+        self.profile = profile
         self.config_path = workdir / "exporter.yaml"
         self.stats_path = workdir / "exporter-stats.json"
+        self.runs_path = workdir / "exporter-runs.jsonl"
+        self.profile_path = workdir / "exporter.prof"
         self.log_path = workdir / "exporter.log"
         self.proc: Proc | None = None
         self.port = 0
@@ -449,14 +489,19 @@ class ExporterProcess:
             return [PYTHON, "-m", "exporter.cli", "serve", *common, "--listen-address", f"{HOST}:{port}"]
         argv = [PYTHON, "-m", "bench.exporter_child", *common, "--listen-address", f"{HOST}:0"]
         argv += ["--stats", str(self.stats_path), "--stats-interval", str(self.stats_interval)]
-        return [*argv, "--record-lag"] if self.record_lag else argv
+        if self.record_lag:
+            argv += ["--record-lag", "--runs", str(self.runs_path)]
+        if self.profile:
+            argv += ["--profile", str(self.profile_path)]
+        return argv
 
     def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.settings, sort_keys=False), encoding="utf-8")
         for attempt in range(3):  # a free port picked for the CLI may be taken meanwhile
             port = free_port() if self.mode == "cli" else 0
-            self.stats_path.unlink(missing_ok=True)
+            for path in (self.stats_path, self.runs_path, self.profile_path):
+                path.unlink(missing_ok=True)
             self.proc = Proc.start(self._argv(port), log_path=self.log_path, name="exporter", env=child_env(), cwd=REPO)
             self.port = port
             try:
@@ -496,6 +541,29 @@ class ExporterProcess:
             return stats if stats.get("time", 0) >= since else None
 
         return await wait_until(written, 10 + 2 * self.stats_interval, "the exporter child's stats")
+
+    def runs(self) -> list[RunSample]:
+        """Every probe run the child recorded (``record_lag``) up to its last stats write: (wall-clock
+        start, cluster, probe, lag seconds or None for a loop's first two runs, reason, duration)."""
+        try:
+            lines = self.runs_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [(float(a), str(c), str(p), None if g is None else float(g), str(r), float(d))
+                for a, c, p, g, r, d in map(json.loads, lines)]  # fmt: skip
+
+    def profile_start(self) -> None:
+        """Start the child's cProfile (``profile=True``)."""
+        os.kill(self.pid, signal.SIGUSR1)
+
+    async def profile_stop(self) -> Path:
+        """Stop the child's cProfile; the stats file once it is written."""
+        os.kill(self.pid, signal.SIGUSR2)
+
+        async def dumped() -> Path | None:
+            return self.profile_path if self.profile_path.exists() else None
+
+        return await wait_until(dumped, 10, "the exporter child's profile")
 
     def sample(self) -> ProcSample:
         return read_proc(self.pid)
