@@ -8,15 +8,90 @@ is what a probe needs when the server hangs (README "PostgreSQL driver").
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import asyncpg.protocol
 
 from exporter.placeos import KEY_TABLES, POSTGRES_HEALTH_QUERY
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, close_within, ssl_context
+from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, close_within, ssl_context
 from exporter.reasons import Reason
 from exporter.settings import PostgresSettings
+
+# Bounded messages. asyncpg reads a server message of any announced length and waits for all of it
+# (garbage on the port reads as a ~1.4 GB message), and takes no limit or protocol of ours: it builds
+# ``asyncpg.protocol.Protocol`` itself inside connect. So that class is replaced by a subclass that, while
+# a probe runs (``_GUARD`` set in its task; asyncio runs the connection's callbacks in that context),
+# follows the server's framing (a type byte and a 4-byte length) and drops the connection at the first
+# message announced over MAX_BODY_BYTES; for anyone else it is asyncpg's Protocol unchanged.
+_GUARD: contextvars.ContextVar[list[int]] = contextvars.ContextVar("placeos_pg_guard")
+
+
+class _Framing:
+    """Where the server's byte stream is in its messages."""
+
+    def __init__(self) -> None:
+        self.header = b""
+        self.remaining = 0  # bytes of the current message body still to come
+
+    def oversized(self, data: bytes) -> int | None:
+        """The announced length of the first message in ``data`` over the bound, else None."""
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.remaining:
+                step = min(self.remaining, end - pos)
+                self.remaining -= step
+                pos += step
+                continue
+            take = 5 - len(self.header)
+            self.header += data[pos : pos + take]
+            pos += take
+            if len(self.header) == 5:
+                length = int.from_bytes(self.header[1:], "big")
+                self.header = b""
+                if length < 4 or length - 4 > MAX_BODY_BYTES:
+                    return length
+                self.remaining = length - 4
+        return None
+
+
+class _BoundedProtocol(asyncpg.protocol.Protocol):  # type: ignore[misc]
+    _framing: _Framing | None = None
+
+    def data_received(self, data: bytes) -> None:
+        seen = _GUARD.get(None)
+        if seen is not None:
+            if self._framing is None:
+                self._framing = _Framing()
+            size = self._framing.oversized(data)
+            if size is not None:
+                seen.append(size)
+                self.transport.abort()
+                return
+        super().data_received(data)
+
+
+asyncpg.protocol.Protocol = _BoundedProtocol
+
+
+@contextlib.asynccontextmanager
+async def bounded_messages() -> AsyncIterator[None]:
+    """Run PostgreSQL I/O with messages bounded; a refused one is ``protocol_error``."""
+    seen: list[int] = []
+    token = _GUARD.set(seen)
+    try:
+        yield
+    except Exception:
+        if seen:
+            raise ProbeFailure(
+                Reason.PROTOCOL_ERROR, f"a server message announced at {seen[0]} bytes (limit {MAX_BODY_BYTES})"
+            ) from None
+        raise
+    finally:
+        _GUARD.reset(token)
 
 
 def connect_args(settings: PostgresSettings) -> dict[str, Any]:
@@ -81,27 +156,29 @@ async def missing_tables(conn: asyncpg.Connection, tables: tuple[str, ...]) -> l
 
 async def count_rows(ctx: ProbeContext, tables: tuple[str, ...]) -> dict[str, int]:
     """Row counts of the tables that exist (for the search-index lag)."""
-    conn = await connect(ctx)
-    try:
-        present = [t for t in tables if t not in await missing_tables(conn, tables)]
-        counts: dict[str, int] = {}
-        for table in present:
-            counts[table] = int(await conn.fetchval(f'select count(*) from "{table}"'))  # noqa: S608 (closed set)
-        return counts
-    finally:
-        await close(conn, ctx)
+    async with bounded_messages():
+        conn = await connect(ctx)
+        try:
+            present = [t for t in tables if t not in await missing_tables(conn, tables)]
+            counts: dict[str, int] = {}
+            for table in present:
+                counts[table] = int(await conn.fetchval(f'select count(*) from "{table}"'))  # noqa: S608 (closed set)
+            return counts
+        finally:
+            await close(conn, ctx)
 
 
 async def probe(ctx: ProbeContext) -> Outcome:
-    conn = await connect(ctx)
-    try:
-        row = await conn.fetchrow(POSTGRES_HEALTH_QUERY)
-        if row is None:
-            raise ProbeFailure(Reason.UNHEALTHY, "pg_stat_activity returned no row")
-        missing = await missing_tables(conn, KEY_TABLES)
-        version = conn.get_server_version()
-    finally:
-        await close(conn, ctx)
+    async with bounded_messages():
+        conn = await connect(ctx)
+        try:
+            row = await conn.fetchrow(POSTGRES_HEALTH_QUERY)
+            if row is None:
+                raise ProbeFailure(Reason.UNHEALTHY, "pg_stat_activity returned no row")
+            missing = await missing_tables(conn, KEY_TABLES)
+            version = conn.get_server_version()
+        finally:
+            await close(conn, ctx)
     facts = {"server_version": f"{version.major}.{version.minor}", "tables_missing": len(missing)}
     if missing:
         raise ProbeFailure(Reason.NOT_FOUND, f"PlaceOS tables missing: {', '.join(missing)}", facts)
