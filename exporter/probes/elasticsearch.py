@@ -11,12 +11,19 @@ aiohttp session, read at most MAX_BODY_BYTES, and make the client's product chec
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import aiohttp
 
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, http_status_reason, read_bounded, ssl_context
+from exporter.probes.base import (
+    Outcome,
+    ProbeContext,
+    ProbeFailure,
+    http_status_reason,
+    parse_json,
+    read_bounded,
+    ssl_context,
+)
 from exporter.reasons import Reason
 from exporter.settings import ElasticsearchSettings
 
@@ -49,12 +56,8 @@ async def request(ctx: ProbeContext, settings: ElasticsearchSettings, method: st
     timeout = aiohttp.ClientTimeout(total=ctx.remaining())
     headers = PLAIN_JSON | auth_headers(settings)
     async with ctx.http.request(method, base + path, headers=headers, ssl=tls, timeout=timeout) as resp:
-        raw = await read_bounded(resp)
+        body = parse_json(await read_bounded(resp))
         status, product = resp.status, resp.headers.get(PRODUCT_HEADER)
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
     if not 200 <= status < 300:
         error = body.get("error") if isinstance(body, dict) else None
         kind = error.get("type", "") if isinstance(error, dict) else ""
