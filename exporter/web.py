@@ -47,6 +47,14 @@ class Rendered:
     at: float = field(default_factory=time.monotonic)
     gzipped: bytes | None = None
 
+    def payload(self, gzipped: bool) -> bytes:
+        """The body, gzipped on first demand (then kept)."""
+        if not gzipped:
+            return self.body
+        if self.gzipped is None:
+            self.gzipped = gzip.compress(self.body, compresslevel=1, mtime=0)
+        return self.gzipped
+
 
 # (cluster, with the exporter's own series, exposition format = its Content-Type)
 RenderKey = tuple[str, bool, str]
@@ -104,7 +112,7 @@ class AppState:
         key: RenderKey = (cluster.name, with_exporter, content_type)
         now = time.monotonic()
         scraper = self._note_request((key, gzipped), accept, now)
-        version = (cluster.version, self.exporter_version() if with_exporter else 0)
+        version = self._version(cluster, with_exporter)
         entry = self._rendered.get(key)
         # Older bytes only for probe results; the exporter's own series (a reload's outcome) show at once.
         recent = (
@@ -114,21 +122,19 @@ class AppState:
             and now - entry.at <= 2 * scraper.lead
         )
         if entry is None or (entry.version != version and not recent):
-            entry = self._render(key, cluster, accept)
-        if not gzipped:
-            return entry.body, entry.content_type
-        if entry.gzipped is None:
-            entry.gzipped = gzip.compress(entry.body, compresslevel=1, mtime=0)
-        return entry.gzipped, entry.content_type
+            entry = self._render(key, cluster, accept, version)
+        return entry.payload(gzipped), entry.content_type
 
-    def _render(self, key: RenderKey, cluster: ClusterSnapshot, accept: str) -> Rendered:
-        with_exporter = key[1]
+    def _version(self, cluster: ClusterSnapshot, with_exporter: bool) -> tuple[int, int]:
+        """What a rendering reflects: the cluster's snapshot and, on /metrics, the exporter's own series."""
+        return cluster.version, self.exporter_version() if with_exporter else 0
+
+    def _render(self, key: RenderKey, cluster: ClusterSnapshot, accept: str, version: tuple[int, int]) -> Rendered:
         collectors: list[Collector] = [ClusterCollector(cluster, self.diagnosis(cluster))]
-        if with_exporter:
+        if key[1]:  # with the exporter's own series
             collectors.insert(0, ExporterCollector(self.exporter_series))
         if key not in self._rendered and len(self._rendered) > 4 * len(self.snapshot.clusters) + 16:
             self._rendered.clear()  # clusters dropped by a reload
-        version = (cluster.version, self.exporter_version() if with_exporter else 0)
         entry = self._rendered[key] = Rendered(version, *render(collectors, accept))
         return entry
 
@@ -171,11 +177,10 @@ class AppState:
             self._forget(scraper_key)
             return
         entry = self._rendered.get(key)
-        version = (cluster.version, self.exporter_version() if key[1] else 0)
+        version = self._version(cluster, key[1])
         if entry is None or entry.version != version:
-            entry = self._render(key, cluster, scraper.accept)
-        if gzipped and entry.gzipped is None:
-            entry.gzipped = gzip.compress(entry.body, compresslevel=1, mtime=0)
+            entry = self._render(key, cluster, scraper.accept, version)
+        entry.payload(gzipped)
 
     def _forget(self, scraper_key: tuple[RenderKey, bool]) -> None:
         scraper = self._scrapers.pop(scraper_key)
