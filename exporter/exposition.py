@@ -29,27 +29,34 @@ Encoder = Callable[[CollectorRegistry], bytes]
 _NAME_PRESERVING = {"underscores", "allow-utf-8", "values"}
 _CACHE_MAX = 100_000  # label sets and names are bounded by the contract; this only guards the unexpected
 _labels: dict[tuple[tuple[str, str], ...], str] = {}
-_valid: dict[str, set[str]] = {}  # pattern -> names that matched it
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")  # the text format moves these into gauges at the end
 _LEGACY_METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LEGACY_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_valid_metric_names = _valid.setdefault(_LEGACY_METRIC.pattern, set())
+_valid_metric_names: set[str] = set()  # names already checked against their pattern
+_valid_label_names: set[str] = set()
 
 
 class _Unsupported(Exception):
     """Something our encoder does not reproduce exactly: prometheus-client's encoder takes over."""
 
 
-def _checked(name: str, pattern: re.Pattern[str]) -> str:
-    """A name every supported escaping leaves unchanged, or _Unsupported."""
-    valid = _valid.setdefault(pattern.pattern, set())
+def _checked(name: str, pattern: re.Pattern[str], valid: set[str]) -> str:
+    """A name every supported escaping leaves unchanged (remembered in ``valid``), or _Unsupported."""
     if name not in valid:
         if not pattern.match(name):
             raise _Unsupported(name)
         if len(valid) >= _CACHE_MAX:
-            valid.clear()  # clear, not rebind: _valid_metric_names stays the same set
+            valid.clear()
         valid.add(name)
     return name
+
+
+def _metric_name(name: str) -> str:
+    return _checked(name, _LEGACY_METRIC, _valid_metric_names)
+
+
+def _label_name(name: str) -> str:
+    return _checked(name, _LEGACY_LABEL, _valid_label_names)
 
 
 def _escape(value: str) -> str:
@@ -63,7 +70,7 @@ def _label_string(labels: dict[str, str]) -> str:
     if found is None:
         if len(_labels) >= _CACHE_MAX:
             _labels.clear()
-        pairs = ",".join(f'{_checked(k, _LEGACY_LABEL)}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        pairs = ",".join(f'{_label_name(k)}="{_escape(v)}"' for k, v in sorted(labels.items()))
         found = _labels[key] = "{" + pairs + "}" if pairs else ""
     return found
 
@@ -90,7 +97,7 @@ def _value(d: Any) -> str:
 def _line(sample: Any) -> str:
     if sample.timestamp is not None or sample.exemplar is not None or sample.native_histogram is not None:
         raise _Unsupported(sample.name)
-    name = sample.name if sample.name in _valid_metric_names else _checked(sample.name, _LEGACY_METRIC)
+    name = _metric_name(sample.name)
     return f"{name}{_label_string(sample.labels)} {_value(sample.value)}\n"
 
 
@@ -98,7 +105,7 @@ def encode_text(metrics: Iterable[Metric]) -> bytes:
     """Text format 0.0.4, as ``prometheus_client.exposition.generate_latest``."""
     out: list[str] = []
     for metric in metrics:
-        name, kind = _checked(metric.name, _LEGACY_METRIC), metric.type
+        name, kind = _metric_name(metric.name), metric.type
         if kind == "counter":
             name += "_total"
         elif kind == "info":
@@ -129,7 +136,7 @@ def encode_openmetrics(metrics: Iterable[Metric]) -> bytes:
     """OpenMetrics 1.x, as ``prometheus_client.openmetrics.exposition.generate_latest``."""
     out: list[str] = []
     for metric in metrics:
-        name = _checked(metric.name, _LEGACY_METRIC)
+        name = _metric_name(metric.name)
         out.append(f"# HELP {name} {_escape(metric.documentation)}\n# TYPE {name} {metric.type}\n")
         if metric.unit:
             out.append(f"# UNIT {name} {metric.unit}\n")
