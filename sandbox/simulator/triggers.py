@@ -26,11 +26,9 @@ Left out: trigger evaluation, webhooks, actions and the ``status/<trigger instan
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -41,11 +39,11 @@ from sandbox.simulator.discovery import EtcdDiscovery
 from sandbox.simulator.rest_api import (
     DEFAULT_PLATFORM_VERSION,
     ERAS,
-    AccessLogger,
     json_response,
     production_error,
     redis_client,
 )
+from sandbox.simulator.service import add_store_urls, require_urls, serve_main, service_parser
 
 log = logging.getLogger("sandbox.triggers")
 
@@ -179,18 +177,8 @@ def make_app(config: TriggersConfig, db: ConfigDB | None = None) -> web.Applicat
 
 
 def parse_args(argv: list[str] | None = None) -> TriggersConfig:
-    p = argparse.ArgumentParser(prog="python -m sandbox.simulator.triggers", description=__doc__.split("\n")[0])
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--era", choices=[*ERAS, *(e.lower() for e in ERAS)], default="A")
-    p.add_argument(
-        "--redis", default=os.environ.get("SANDBOX_REDIS_URL"), help="redis://127.0.0.1:6379 (or $SANDBOX_REDIS_URL)"
-    )
-    p.add_argument(
-        "--db",
-        default=os.environ.get("SANDBOX_DB_URL"),
-        help="rethinkdb://... (era A) or postgresql://... (B/C) (or $SANDBOX_DB_URL)",
-    )
+    p = service_parser("python -m sandbox.simulator.triggers", __doc__.split("\n")[0], ERAS)
+    add_store_urls(p)
     p.add_argument(
         "--etcd", default=os.environ.get("SANDBOX_ETCD_URL"), help="etcd URL (eras A/B) (or $SANDBOX_ETCD_URL)"
     )
@@ -203,10 +191,7 @@ def parse_args(argv: list[str] | None = None) -> TriggersConfig:
     )
     p.add_argument("--backend-timeout", type=float, default=2.0, help="per-call timeout to Redis/DB/etcd")
     a = p.parse_args(argv)
-    if not a.redis:
-        p.error("--redis (or $SANDBOX_REDIS_URL) is required")
-    if not a.db:
-        p.error("--db (or $SANDBOX_DB_URL) is required")
+    require_urls(p, a, "redis", "db")
     return TriggersConfig(
         port=a.port,
         host=a.host,
@@ -221,18 +206,7 @@ def parse_args(argv: list[str] | None = None) -> TriggersConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = parse_args(argv)
-    # run_app handles SIGTERM/SIGINT: graceful shutdown, then exit 0 (README contract point 1).
-    web.run_app(
-        make_app(config),
-        host=config.host,
-        port=config.port,
-        print=None,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("sandbox.triggers.access"),
-        shutdown_timeout=5.0,
-    )
+    serve_main(argv, parse_args, make_app, "sandbox.triggers.access")
 
 
 if __name__ == "__main__":

@@ -1,35 +1,5 @@
-"""The sandbox orchestrator: one small PlaceOS of a given era on loopback, and its faults.
-
-Why this exists (design §6): the exporter's diagnosis is only worth something if the symptoms it reads
-are the ones a real failure produces. So the sandbox does not fake symptoms: it starts real backends
-(etcd, Redis, PostgreSQL) and wire-faithful stand-ins (RethinkDB, Elasticsearch), seeds the config
-database, then starts the PlaceOS simulators (core, search-ingest, rest-api, triggers) that really
-depend on them. Breaking a part is done to that part only, by PID or over its own protocol, and the
-symptoms follow by themselves (the troubleshooting page, internals §9).
-
-Eras (design §2, internals §0): A = etcd + RethinkDB + Redis + ES; B = etcd + PostgreSQL + Redis + ES;
-C = PostgreSQL + Redis (also core discovery) + ES. Every era also runs search-ingest, one or more cores,
-rest-api and triggers (internals §8, the partner environment's set).
-
-Faults (``break_part``; each undone by ``heal``):
-
-* every process part: ``kill`` (SIGKILL of the whole process tree; a core is not deregistered, so era
-  A/B keep its etcd key until the lease runs out and era C keeps a stale lookup entry), ``stop``
-  (SIGSTOP, a hung process) and ``garbage`` (the part goes away and ``sandbox.garbage`` answers
-  nonsense on its port). Heal restarts the part on the same port with the same data dir.
-* backends and stand-ins: ``wrong-credentials``: the password clients were given stops working,
-  changed over the part's own protocol (sandbox.backends; RethinkDB ``users`` table update;
-  Elasticsearch ``POST /_security/user/elastic/_password``). Heal restores it.
-* part-specific (README contract 5): elasticsearch ``red``, search-ingest ``pause``, driver ``crash`` /
-  ``crash-loop`` / ``compile-fail`` and module ``disconnect`` (core's ``/_sandbox/...`` routes),
-  rest-api ``unreachable`` (its listener gone), ``bad-gateway`` (nginx's 502 in front of it) and
-  ``etcd-unreachable`` (eras A/B: the API loses its route to etcd).
-
-Secrets (the API key secret, the support user's password, the database and Elasticsearch passwords)
-are generated per run with ``secrets.token_urlsafe`` and never logged. The simulators that take a
-database or Elasticsearch URL only on their command line are started through a tiny launcher that
-reads ``@env:NAME`` arguments from their environment, so no password shows in the process list.
-``exporter_env()`` / ``exporter_yaml()`` hand the settings (secrets included) to the exporter.
+"""The sandbox without its faults: layout, URLs, part factories, start/stop, the views handed to the
+exporter, and the helpers seeding and status share with the faults (default targets, admin passwords).
 """
 
 from __future__ import annotations
@@ -38,7 +8,6 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -46,10 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -57,289 +22,38 @@ from urllib.parse import quote
 
 import yaml
 
-from sandbox import backends, garbage
+from sandbox import backends
+from sandbox.cluster.common import (
+    _CONFIG_ENV_PREFIXES_EXPORTER,
+    API,
+    BACKENDS_BY_ERA,
+    ERAS,
+    ES_USER,
+    ES_VERSION,
+    HOST,
+    MARKER,
+    PARTS,
+    RETHINKDB_DB,
+    SandboxError,
+    SandboxInputError,
+    _child_env,
+    _core_loaded,
+    _http_ready,
+    _poll,
+    _python_argv,
+    http_json,
+)
+from sandbox.cluster.parts import _BackendPart, _Fault, _Part, _ProcPart
 from sandbox.ports import free_port
-from sandbox.procs import Proc, ProcError, ReadyCheck, pid_alive
+from sandbox.procs import Proc, pid_alive
 from sandbox.simulator import db as config_db
 from sandbox.simulator import seed
-
-HOST = "127.0.0.1"
-REPO = Path(__file__).resolve().parent.parent
-ERAS = ("A", "B", "C")
-API = "/api/engine/v2"
-RETHINKDB_DB = "place_development"  # the partner environment's database (internals §8)
-ES_VERSION = {"A": "7.17.6", "B": "7.17.6", "C": "8.14.3"}  # partner environment images (internals §8)
-ES_USER = "elastic"
-MARKER = ".placeos-sandbox"  # marks a root dir whose data/ and logs/ the sandbox may wipe
-
-PARTS = (
-    "etcd",
-    "rethinkdb",
-    "postgres",
-    "redis",
-    "elasticsearch",
-    "search-ingest",
-    "core",
-    "driver",
-    "module",
-    "rest-api",
-    "triggers",
-)
-BACKENDS_BY_ERA: dict[str, tuple[str, ...]] = {
-    "A": ("etcd", "rethinkdb", "redis", "elasticsearch"),
-    "B": ("etcd", "postgres", "redis", "elasticsearch"),
-    "C": ("postgres", "redis", "elasticsearch"),
-}
-GENERIC_MODES = ("kill", "stop", "garbage")
-MODES: dict[str, tuple[str, ...]] = {
-    "etcd": (*GENERIC_MODES, "wrong-credentials"),
-    "rethinkdb": (*GENERIC_MODES, "wrong-credentials"),
-    "postgres": (*GENERIC_MODES, "wrong-credentials"),
-    "redis": (*GENERIC_MODES, "wrong-credentials"),
-    "elasticsearch": (*GENERIC_MODES, "wrong-credentials", "red"),
-    "search-ingest": (*GENERIC_MODES, "pause"),
-    "core": GENERIC_MODES,
-    "driver": ("crash", "crash-loop", "compile-fail"),
-    "module": ("disconnect",),
-    "rest-api": (*GENERIC_MODES, "unreachable", "bad-gateway", "etcd-unreachable"),
-    "triggers": GENERIC_MODES,
-}
-
-# `python -c _LAUNCHER <module> <args>`: runs the module as `python -m` would, replacing an
-# `@env:NAME` at the end of an argument (`--db=@env:SANDBOX_DB_URL`) by that environment variable, so
-# secrets stay out of /proc/<pid>/cmdline. Always `--flag=value`: a secret may start with "-".
-_LAUNCHER = (
-    "import os,re,runpy,sys;"
-    "sys.argv=[sys.argv[1]]+[re.sub(r'@env:(\\w+)$',lambda m:os.environ[m[1]],a) for a in sys.argv[2:]];"
-    "runpy.run_module(sys.argv[0],run_name='__main__',alter_sys=True)"
-)
-# Environment variables a child could read as its own configuration: never inherited from ours.
-_CONFIG_ENV_PREFIXES = ("SANDBOX_", "PLACEOS_EXPORTER_", "ETCD", "REDIS_", "RETHINKDB_", "PG_", "ELASTIC_", "ES_")
-_CONFIG_ENV_PREFIXES_EXPORTER = (*_CONFIG_ENV_PREFIXES, "PLACE_", "HD_SERVICE_NAMESPACE")
-
-
-class SandboxError(RuntimeError):
-    """Something in the sandbox failed (a part did not start, a fault could not be applied)."""
-
-
-class SandboxInputError(SandboxError, ValueError):
-    """The request itself is wrong: unknown part or mode, part not in this era, already broken."""
-
-
-def _python_argv(module: str, args: Iterable[str], *, launcher: bool = False) -> list[str]:
-    if launcher:
-        return [sys.executable, "-c", _LAUNCHER, module, *args]
-    return [sys.executable, "-m", module, *args]
-
-
-def _child_env(extra: Mapping[str, str], prefixes: tuple[str, ...] = _CONFIG_ENV_PREFIXES) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env.update(extra)
-    return env
-
-
-def http_json(
-    method: str,
-    url: str,
-    body: Any = None,
-    *,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 5.0,
-) -> tuple[int, Any]:
-    """One HTTP request with a JSON body; (status, parsed JSON or text). Raises OSError if unreachable."""
-    data = json.dumps(body).encode() if body is not None else None
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http URL: {url}")
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (checked above)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    for key, value in (headers or {}).items():
-        req.add_header(key, value)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    text = raw.decode("utf-8", "replace")
-    try:
-        return status, json.loads(text) if text else None
-    except ValueError:
-        return status, text
-
-
-def _http_ready(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        status, _ = http_json("GET", url, timeout=1.0)
-        return status == 200
-
-    return check
-
-
-def _core_loaded(url: str) -> Callable[[], bool]:
-    """A core has registered and loaded its modules (its `/_sandbox/ready` says `loaded`)."""
-
-    def check() -> bool:
-        status, body = http_json("GET", f"{url}/_sandbox/ready", timeout=2.0)
-        return status == 200 and isinstance(body, dict) and bool(body.get("loaded"))
-
-    return check
-
-
-def _poll(check: Callable[[], object], deadline: float, what: str, interval: float = 0.1) -> None:
-    """Poll until `check` is truthy (exceptions count as not yet); SandboxError at the deadline."""
-    end = time.monotonic() + deadline
-    last = "no check ran"
-    while True:
-        try:
-            result = check()
-            if result:
-                return
-            last = f"got {result!r}"
-        except Exception as e:
-            last = f"{type(e).__name__}: {e}"
-        if time.monotonic() >= end:
-            raise SandboxError(f"{what}: not true after {deadline:g}s ({last[:300]})")
-        time.sleep(interval)
-
-
-# --------------------------------------------------------------------------------------------- parts
-
-
-class _Part:
-    """One process part: started, restarted on the same port and data dir, stopped."""
-
-    name: str
-
-    @property
-    def proc(self) -> Proc | None:
-        raise NotImplementedError
-
-    @property
-    def port(self) -> int:
-        raise NotImplementedError
-
-    @property
-    def log_path(self) -> Path | None:
-        proc = self.proc
-        return proc.log_path if proc is not None else None
-
-    def start(self) -> None:
-        """Start (or start again, same port and data) and wait until ready."""
-        raise NotImplementedError
-
-    def terminate(self) -> None:
-        proc = self.proc
-        if proc is not None:
-            proc.terminate()
-
-    @property
-    def alive(self) -> bool:
-        proc = self.proc
-        return proc is not None and proc.alive
-
-
-class _BackendPart(_Part):
-    """A real server from sandbox.backends (etcd, Redis, PostgreSQL), restarted through its handle."""
-
-    def __init__(self, name: str, factory: Callable[[], backends.Backend]) -> None:
-        self.name = name
-        self._factory = factory
-        self.backend: backends.Backend | None = None
-
-    @property
-    def proc(self) -> Proc | None:
-        return self.backend.proc if self.backend is not None else None
-
-    @property
-    def port(self) -> int:
-        assert self.backend is not None, f"{self.name} never started"
-        return self.backend.port
-
-    def start(self) -> None:
-        if self.backend is None:
-            self.backend = self._factory()
-        else:
-            self.backend.restart()
-
-    def terminate(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-
-
-class _ProcPart(_Part):
-    """A `python -m sandbox....` part (stand-in or simulator) on a fixed port."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        *,
-        port: int,
-        log_path: Path,
-        env: dict[str, str],
-        ready: ReadyCheck,
-        ready_timeout: float,
-    ) -> None:
-        self.name = name
-        self.argv = argv
-        self._port = port
-        self._log_path = log_path
-        self.env = env
-        self.ready = ready
-        self.ready_timeout = ready_timeout
-        self._proc: Proc | None = None
-
-    @property
-    def proc(self) -> Proc | None:
-        return self._proc
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def log_path(self) -> Path:
-        return self._log_path
-
-    def launch(self) -> None:
-        if self._proc is not None and self._proc.alive:
-            self._proc.terminate()
-        self._proc = Proc.start(self.argv, log_path=self._log_path, name=self.name, env=self.env, cwd=REPO)
-
-    def wait_ready(self) -> None:
-        assert self._proc is not None
-        try:
-            self._proc.wait_ready(self.ready, self.ready_timeout)
-        except BaseException:
-            self._proc.kill()
-            raise
-
-    def start(self) -> None:
-        self.launch()
-        self.wait_ready()
-
-
-@dataclass
-class _Fault:
-    """An active fault: its mode, its target (driver or module id) and what heal needs."""
-
-    mode: str
-    target: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
 
 # ------------------------------------------------------------------------------------------- sandbox
 
 
-class Sandbox:
-    """A small PlaceOS of era A, B or C on loopback. `start()`, `stop()`, break and heal its parts.
-
-    `root_dir` holds `data/<part>` and `logs/<part>.log` (both wiped at start: passwords are new each
-    run, so old data would not match them); None makes a temp dir removed at `stop()`.
-    `etcd_ttl` is the cores' lease TTL and how long rest-api keeps routing with cores it saw when etcd
-    cannot be read (hound-dog's 15 s; short in tests). `redis_ttl` is era C's node key TTL.
-    `exporter_listen` ("host:port") also runs `placeos-exporter serve` against the sandbox.
-    """
+class SandboxBase:
+    """Everything of `Sandbox` but breaking and healing parts (see `Sandbox` for the arguments)."""
 
     def __init__(
         self,
@@ -867,260 +581,13 @@ class Sandbox:
         """A complete exporter config file (`--config`) holding this sandbox as its one cluster."""
         return yaml.safe_dump({"clusters": [self.exporter_cluster()]}, sort_keys=False)
 
-    # ------------------------------------------------------------------------------------ faults
+    # ------------------------------------------------------------------------------------ fault helpers
 
     def _default_target(self, part: str) -> str:
         module_id = seed.system_mappings(seed.PROBE_SYSTEM)["{}/{}".format(*seed.PROBE_MODULE.rsplit("_", 1))]
         if part == "module":
             return module_id
         return dict(seed.MODULES)[module_id]
-
-    def _resolve(self, part: str) -> list[str]:
-        """The process parts a name addresses (`core` = every core); SandboxInputError if none."""
-        if part == "core":
-            return list(self.core_names)
-        if part in self.core_names:
-            return [part]
-        if part not in PARTS:
-            names = ", ".join(self.part_names + (self.core_names if self.cores > 1 else []))
-            raise SandboxInputError(f"unknown part {part!r}; parts in era {self.era}: {names}")
-        if part in ("etcd", "rethinkdb", "postgres") and part not in self.backend_names:
-            raise SandboxInputError(
-                f"{part} is not part of era {self.era} (its backends: {', '.join(self.backend_names)})"
-            )
-        return [part]
-
-    def _check_mode(self, part: str, mode: str) -> None:
-        kind = "core" if part.startswith("core") else part
-        if mode not in MODES[kind]:
-            raise SandboxInputError(f"{part} has no mode {mode!r}; its modes: {', '.join(MODES[kind])}")
-        if mode == "etcd-unreachable" and self.era == "C":
-            raise SandboxInputError("rest-api etcd-unreachable: era C does not use etcd")
-
-    def _check_target(self, part: str, driver: str | None, module: str | None) -> str | None:
-        if driver is not None and part != "driver":
-            raise SandboxInputError("--driver only applies to part driver")
-        if module is not None and part != "module":
-            raise SandboxInputError("--module only applies to part module")
-        if part == "driver":
-            target = driver or self._default_target("driver")
-            known = [d.id for d in seed.DRIVERS]
-            if target not in known:
-                raise SandboxInputError(f"unknown driver {target!r}; drivers: {', '.join(known)}")
-            return target
-        if part == "module":
-            target = module or self._default_target("module")
-            known = [m for m, _ in seed.MODULES]
-            if target not in known:
-                raise SandboxInputError(f"unknown module {target!r}; modules: {', '.join(known)}")
-            return target
-        return None
-
-    def break_part(self, part: str, mode: str, *, driver: str | None = None, module: str | None = None) -> str:
-        """Apply a fault; returns what was done. SandboxInputError for a bad request."""
-        with self._lock:
-            if not self._started or not self._parts:
-                raise SandboxError("the sandbox is not running")
-            names = self._resolve(part)
-            self._check_mode(part, mode)
-            target = self._check_target(part, driver, module)
-            for name in names:
-                if name in self._faults:
-                    raise SandboxInputError(f"{name} is already broken ({self._faults[name].mode}); heal it first")
-            done = [self._break_one(name, mode, target) for name in names]
-            return "; ".join(done) + f" (undo: placeos-sandbox heal {part})"
-
-    def heal(self, part: str) -> str:
-        """Undo the fault on `part` (restart a dead part on its port and data); returns what was done."""
-        with self._lock:
-            if not self._started or not self._parts:
-                raise SandboxError("the sandbox is not running")
-            names = self._resolve(part)
-            return "; ".join(self._heal_one(name) for name in names)
-
-    def _break_one(self, name: str, mode: str, target: str | None) -> str:
-        if name in ("driver", "module"):
-            assert target is not None
-            return self._break_core_route(name, mode, target)
-        part = self._parts[name]
-        proc = part.proc
-        fault = _Fault(mode, target)
-        if proc is None or not proc.alive:
-            raise SandboxError(f"{name} is not running; heal it first")
-        if mode == "kill":
-            pid = proc.pid
-            proc.kill()
-            msg = f"{name}: SIGKILL pid {pid} and its children"
-        elif mode == "stop":
-            pids = proc.tree()
-            proc.stop()
-            msg = f"{name}: SIGSTOP {pids}"
-        elif mode == "garbage":
-            if name in self.core_names:
-                proc.kill()  # no deregistration: the API keeps routing to the port
-            else:
-                part.terminate()
-            self._garbage[name] = garbage.start(part.port, log_path=self._log(f"garbage-{name}"))
-            msg = f"{name}: stopped; nonsense listener on port {part.port} (pid {self._garbage[name].pid})"
-        elif mode == "wrong-credentials":
-            msg = self._break_credentials(name, fault)
-        elif mode == "red":
-            self._sandbox_route(name, "/_sandbox/health", {"status": "red"})
-            msg = "elasticsearch: cluster health red (searches fail with all shards failed)"
-        elif mode == "pause":
-            self._sandbox_route(name, "/_sandbox/pause", {})
-            msg = "search-ingest: mirroring paused (indices lag behind the database)"
-        elif mode == "unreachable":
-            part.terminate()
-            msg = f"rest-api: listener on port {part.port} gone (connections refused)"
-        elif mode == "bad-gateway":
-            self._sandbox_route(name, "/_sandbox/unreachable", {"on": True})
-            msg = "rest-api: every route answers nginx's 502 page"
-        elif mode == "etcd-unreachable":
-            self._sandbox_route(name, "/_sandbox/etcd-unreachable", {"on": True})
-            msg = "rest-api: cannot reach etcd (etcd itself stays up)"
-        else:
-            raise AssertionError(mode)
-        self._faults[name] = fault
-        return msg
-
-    def _heal_one(self, name: str) -> str:
-        fault = self._faults.get(name)
-        if name in ("driver", "module"):
-            if fault is None:
-                return f"{name}: not broken, nothing to heal"
-            assert fault.target is not None
-            msg = self._heal_core_route(name, fault.target)
-            del self._faults[name]
-            return msg
-        part = self._parts[name]
-        if fault is None:
-            if part.alive:
-                return f"{name}: not broken, nothing to heal"
-            self._restart(name)
-            return f"{name}: was not running; restarted on port {part.port}"
-        mode = fault.mode
-        if mode == "stop":
-            proc = part.proc
-            if proc is not None:
-                proc.cont()
-            msg = f"{name}: SIGCONT"
-        elif mode in ("kill", "unreachable"):
-            self._restart(name)
-            msg = f"{name}: restarted on port {part.port} with the same data"
-        elif mode == "garbage":
-            listener = self._garbage.pop(name, None)
-            if listener is not None:
-                listener.terminate()
-            self._restart(name)
-            msg = f"{name}: nonsense listener stopped; restarted on port {part.port}"
-        elif mode == "wrong-credentials":
-            msg = self._heal_credentials(name, fault)
-        elif mode == "red":
-            self._sandbox_route(name, "/_sandbox/health", {"status": "green"})
-            msg = "elasticsearch: cluster health green"
-        elif mode == "pause":
-            self._sandbox_route(name, "/_sandbox/resume", {})
-            msg = "search-ingest: mirroring resumed"
-        elif mode == "bad-gateway":
-            self._sandbox_route(name, "/_sandbox/unreachable", {"on": False})
-            msg = "rest-api: reachable again"
-        elif mode == "etcd-unreachable":
-            self._sandbox_route(name, "/_sandbox/etcd-unreachable", {"on": False})
-            msg = "rest-api: reaches etcd again"
-        else:
-            raise AssertionError(mode)
-        del self._faults[name]
-        return msg
-
-    def _restart(self, name: str) -> None:
-        part = self._parts[name]
-        try:
-            part.start()
-        except ProcError as e:
-            raise SandboxError(f"{name} did not come back: {e}") from e
-        if name in self.core_names:
-            # A core is back once it has re-registered and loaded its modules; if a backend it needs
-            # is still broken it keeps retrying (as real core does), so this wait is best effort.
-            with contextlib.suppress(SandboxError):
-                _poll(_core_loaded(self.url(name)), 10.0, f"{name} loaded")
-
-    def _sandbox_route(self, name: str, path: str, body: dict[str, Any]) -> Any:
-        url = f"http://{HOST}:{self._parts[name].port}{path}"
-        try:
-            status, answer = http_json("POST", url, body, timeout=10.0)
-        except OSError as e:
-            raise SandboxError(f"{name} {path}: {e}") from e
-        if status != 200:
-            raise SandboxError(f"{name} {path}: HTTP {status} {answer}")
-        return answer
-
-    def _break_core_route(self, name: str, mode: str, target: str) -> str:
-        key = "driver" if name == "driver" else "module"
-        path = f"/_sandbox/driver/{mode}" if name == "driver" else "/_sandbox/module/disconnect"
-        applied = self._core_routes(path, {key: target}, f"{name} {mode} {target}")
-        self._faults[name] = _Fault(mode, target)
-        return f"{name} {target}: {mode} on {', '.join(applied)}"
-
-    def _heal_core_route(self, name: str, target: str) -> str:
-        key = "driver" if name == "driver" else "module"
-        path = "/_sandbox/driver/heal" if name == "driver" else "/_sandbox/module/connect"
-        applied = self._core_routes(path, {key: target}, f"heal {name} {target}")
-        return f"{name} {target}: healed on {', '.join(applied)}"
-
-    def _core_routes(self, path: str, body: dict[str, Any], what: str) -> list[str]:
-        """POST to every running core; the cores that answered 200 (SandboxError if none did)."""
-        applied: list[str] = []
-        refusals: list[str] = []
-        for core in self.core_names:
-            if core in self._garbage or not self._parts[core].alive:
-                refusals.append(f"{core}: not running")
-                continue
-            try:
-                status, answer = http_json("POST", f"http://{HOST}:{self._parts[core].port}{path}", body, timeout=10)
-            except OSError as e:
-                refusals.append(f"{core}: {e}")
-                continue
-            if status == 200:
-                applied.append(core)
-            else:
-                refusals.append(f"{core}: HTTP {status} {answer}")
-        if not applied:
-            raise SandboxError(f"{what}: no core applied it ({'; '.join(refusals)})")
-        return applied
-
-    # -- credentials
-
-    def _break_credentials(self, name: str, fault: _Fault) -> str:
-        if name in ("etcd", "redis", "postgres"):
-            backend = self._backend(name)
-            backend.break_credentials()
-            if isinstance(backend, backends.RedisServer):
-                # Redis checks a password once per connection: the clients' open connections would go
-                # on working. An operator rotating it drops them too (CLIENT KILL), so every client
-                # has to authenticate again, with the password it was given.
-                with backend.admin() as conn:
-                    for kind in ("normal", "pubsub"):
-                        conn.client_kill_filter(_type=kind, skipme=True)
-            return f"{name}: the clients' credentials no longer work (changed over its own protocol)"
-        wrong = secrets.token_urlsafe(18)
-        if name == "rethinkdb":
-            self._rethinkdb_set_password(self._rethinkdb_password, wrong)
-        elif name == "elasticsearch":
-            self._es_set_password(self._es_password, wrong)
-        else:
-            raise AssertionError(name)
-        fault.data["password"] = wrong  # heal authenticates with it to set the right one back
-        return f"{name}: admin password changed; the clients' one no longer works"
-
-    def _heal_credentials(self, name: str, fault: _Fault) -> str:
-        if name in ("etcd", "redis", "postgres"):
-            self._backend(name).heal_credentials()
-        elif name == "rethinkdb":
-            self._rethinkdb_set_password(fault.data["password"], self._rethinkdb_password)
-        elif name == "elasticsearch":
-            self._es_set_password(fault.data["password"], self._es_password)
-        return f"{name}: the clients' credentials work again"
 
     def _rethinkdb_set_password(self, current: str, new: str) -> None:
         """`r.db("rethinkdb").table("users").get("admin").update({"password": new})` (README contract 4)."""
@@ -1149,14 +616,3 @@ class Sandbox:
             raise SandboxError(f"elasticsearch: changing {ES_USER}'s password failed: {e}") from e
         if status != 200:
             raise SandboxError(f"elasticsearch: changing {ES_USER}'s password failed: HTTP {status}")
-
-
-__all__ = [
-    "ERAS",
-    "MODES",
-    "PARTS",
-    "Sandbox",
-    "SandboxError",
-    "SandboxInputError",
-    "http_json",
-]
