@@ -38,11 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from exporter import log
-from exporter import scheduler as scheduler_module
-from exporter.cli import Exporter
-from exporter.scheduler import Scheduler
-from exporter.settings import ClusterConfig, ProbeName, load_settings
-from exporter.snapshot import ClusterSnapshot
+from exporter.model.vocabulary import ProbeName
+from exporter.runtime import scheduler as scheduler_module
+from exporter.runtime.process import Exporter
+from exporter.runtime.schedule import schedule
+from exporter.runtime.scheduler import Scheduler
+from exporter.runtime.snapshot import ClusterSnapshot
+from exporter.settings import ClusterConfig, load_settings
 
 # (wall-clock start, cluster, probe, lag seconds or None, reason, duration seconds)
 RunSample = tuple[float, str, str, float | None, str, float]
@@ -88,7 +90,7 @@ def record_lag(samples: list[RunSample]) -> None:
         try:
             await original(self, cluster, cs, probe)
         finally:
-            interval, _ = self.settings.schedule(cluster, probe)
+            interval, _ = schedule(self.settings, cluster, self.registry[probe])
             end = loop.time()
             nxt = (start if expected is None else expected) + interval
             planned[key] = end + interval if nxt < end else nxt

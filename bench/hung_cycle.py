@@ -28,9 +28,9 @@ from bench.common import (
     target_max,
 )
 from exporter import log
-from exporter.scheduler import Scheduler
+from exporter.runtime.scheduler import Scheduler
+from exporter.runtime.snapshot import Snapshot
 from exporter.settings import Settings, load_settings
-from exporter.snapshot import Snapshot
 
 
 @dataclass

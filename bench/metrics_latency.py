@@ -126,11 +126,11 @@ def render_cost(settings: dict[str, Any], opts: Options) -> Figures:
     from prometheus_client.registry import CollectorRegistry
 
     from exporter import log
-    from exporter.metrics import ClusterCollector, ExporterCollector
-    from exporter.scheduler import Scheduler
+    from exporter.expose.metrics import ClusterCollector, ExporterCollector
+    from exporter.expose.routes import AppState
+    from exporter.runtime.scheduler import Scheduler
+    from exporter.runtime.snapshot import Snapshot
     from exporter.settings import load_settings
-    from exporter.snapshot import Snapshot
-    from exporter.web import AppState
 
     log.setup("plain", "error")
     loaded = load_settings(None, environ={}, overrides=settings)
@@ -161,7 +161,7 @@ def render_cost(settings: dict[str, Any], opts: Options) -> Figures:
             t0 = time.perf_counter()
             registry = CollectorRegistry(auto_describe=False)
             registry.register(ExporterCollector())
-            registry.register(ClusterCollector(cluster, state.diagnosis(cluster)))
+            registry.register(ClusterCollector(cluster))
             body = encoder(registry)
             if gzipped:
                 gzip.compress(body, compresslevel=1, mtime=0)

@@ -61,7 +61,9 @@ from bench.common import (
     target_max,
     workdir,
 )
-from exporter.settings import ProbeName, load_settings
+from exporter.probes import REGISTRY
+from exporter.runtime.schedule import schedule
+from exporter.settings import load_settings
 from sandbox.cluster import Sandbox
 
 LAG_TARGET_MS = 100.0
@@ -246,7 +248,7 @@ def _measure(opts: Options, clusters: list[dict[str, Any]], wd: Path, sb: Sandbo
         settings, wd / "exporter", mode="child", record_lag=True, stats_interval=stats_interval, profile=opts.profile
     ) as exp:
         loaded = load_settings(exp.config_path, environ={})
-        intervals = {str(p): loaded.schedule(loaded.clusters[0], p)[0] for p in ProbeName}
+        intervals = {s.name: schedule(loaded, loaded.clusters[0], s)[0] for s in REGISTRY}
         return asyncio.run(run(opts, exp, sb, intervals))
 
 

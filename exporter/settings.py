@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -30,35 +28,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from exporter.model.vocabulary import Era, ProbeName
+
 ENV_PREFIX = "PLACEOS_EXPORTER_"
-
-
-class ProbeName(StrEnum):
-    """Every probe the exporter knows (design §4)."""
-
-    ETCD = "etcd"
-    RETHINKDB = "rethinkdb"
-    POSTGRES = "postgres"
-    REDIS = "redis"
-    ELASTICSEARCH = "elasticsearch"
-    API_HEALTH = "api_health"
-    LOGIN = "login"
-    SYSTEMS_LIST = "systems_list"
-    MODULE_FUNCTIONS = "module_functions"
-    EXECUTE = "execute"
-    WEBSOCKET = "websocket"
-    CORE_DISCOVERY = "core_discovery"
-    DRIVERS = "drivers"
-    TRIGGERS_HEALTH = "triggers_health"
-    SEARCH_INDEX_LAG = "search_index_lag"  # beyond design §4's list: search-ingest stalls (design §3)
-
-
-class Era(StrEnum):
-    """PlaceOS release eras (design §2, internals §0)."""
-
-    A = "A"  # <= 1.2303.x: etcd + RethinkDB + Redis + ES
-    B = "B"  # 2.2304.0 - 2.2403.x: etcd + PostgreSQL + Redis + ES
-    C = "C"  # >= 2.2404.1: PostgreSQL + Redis (discovery too) + ES
 
 
 def env(*names: str, secret: bool = False) -> dict[str, Any]:
@@ -349,48 +321,12 @@ class Settings(BaseSettings):
             raise ValueError("cluster names must be unique")
         if not self.clusters:
             raise ValueError("no cluster configured")
-        for cluster in self.clusters:
-            for probe in ProbeName:
-                interval, timeout = self.schedule(cluster, probe)
-                if timeout >= interval:
-                    raise ValueError(
-                        f"probe {probe} of cluster {cluster.name}: "
-                        f"timeout {timeout}s must be below interval {interval}s"
-                    )
         return self
-
-    def schedule(self, cluster: ClusterConfig, probe: ProbeName) -> tuple[float, float]:
-        """(interval, timeout): cluster override, then exporter override, then defaults.
-
-        A default timeout is capped at 80 % of the interval; an explicit one is kept and validated.
-        """
-        interval, timeout = self.interval, None
-        if probe is ProbeName.SEARCH_INDEX_LAG:
-            interval = cluster.elasticsearch.index_lag_interval
-        for tuning in (self.probes.get(probe), cluster.probes.get(probe)):
-            if tuning is not None:
-                interval = tuning.interval or interval
-                timeout = tuning.timeout or timeout
-        if timeout is None:
-            timeout = min(DEFAULT_TIMEOUTS.get(probe, self.timeout), interval * 0.8)
-        return interval, timeout
-
-    def cluster(self, name: str) -> ClusterConfig | None:
-        return next((c for c in self.clusters if c.name == name), None)
 
     def secrets(self) -> list[str]:
         """Every secret value configured, longest first, for the log/text redactor."""
         values = {s for c in self.clusters for s in c.secrets() if len(s) >= 3}
         return sorted(values, key=len, reverse=True)
-
-
-# The execute path waits on PlaceOS's own core-client retries (internals §5.3), so it gets more time
-# than a backend ping by default; still capped below the interval.
-DEFAULT_TIMEOUTS: dict[ProbeName, float] = {
-    ProbeName.EXECUTE: 12.0,
-    ProbeName.WEBSOCKET: 12.0,
-    ProbeName.SEARCH_INDEX_LAG: 30.0,
-}
 
 
 class ConfigError(Exception):
@@ -493,73 +429,3 @@ def redact_url(url: str) -> str:
         netloc = netloc.replace(f":{parts.password}@", ":***@")
     query = "***" if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-@dataclass(frozen=True)
-class SettingDoc:
-    """One row of docs/configuration.md."""
-
-    key: str
-    env: tuple[str, ...]
-    default: str
-    secret: bool
-    description: str
-
-
-def describe_settings() -> list[SettingDoc]:
-    """Every setting with its env names, default and secrecy, generated from the models."""
-    rows: list[SettingDoc] = []
-    for name, field in Settings.model_fields.items():
-        if name == "clusters":
-            continue
-        rows.append(
-            SettingDoc(
-                name,
-                (f"{ENV_PREFIX}{name.upper()}",),
-                _default(field.default),
-                False,
-                field.description or "",
-            )
-        )
-    rows.append(
-        SettingDoc(
-            "clusters[].name",
-            (f"{ENV_PREFIX}CLUSTER_NAME",),
-            "default",
-            False,
-            ClusterConfig.model_fields["name"].description or "",
-        )
-    )
-    for key in ("era", "era_fallback"):
-        field = ClusterConfig.model_fields[key]
-        rows.append(
-            SettingDoc(
-                f"clusters[].{key}",
-                (f"{ENV_PREFIX}{key.upper()}",),
-                _default(field.default),
-                False,
-                field.description or "",
-            )
-        )
-    for section, model in SECTIONS.items():
-        for field_name, names, secret in env_names(section, model):
-            field = model.model_fields[field_name]
-            shown = tuple(names) + (tuple(f"{n}_FILE" for n in names) if secret else ())
-            rows.append(
-                SettingDoc(
-                    f"clusters[].{section}.{field_name}",
-                    shown,
-                    _default(field.default),
-                    secret,
-                    field.description or "",
-                )
-            )
-    return rows
-
-
-def _default(value: Any) -> str:
-    if value is None or value.__class__.__name__ == "PydanticUndefinedType":
-        return ""
-    if isinstance(value, StrEnum):
-        return value.value
-    return str(value)

@@ -7,5 +7,5 @@ bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
-echo "== generated docs"; python -m exporter.docs --check
+echo "== generated files"; python -m exporter.generate --check
 echo "== pytest"; pytest -q -p no:cacheprovider "$@"

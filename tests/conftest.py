@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from standins import ElasticsearchStandIn, RethinkDBStandIn
 
-from exporter.placeos import KEY_TABLES
+from exporter.model.placeos import KEY_TABLES
 from sandbox.backends import EtcdServer, PostgresServer, RedisServer, start_etcd, start_postgres, start_redis
 
 

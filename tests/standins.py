@@ -13,7 +13,7 @@ from typing import Any
 
 from rethinkdb import RethinkDB
 
-from exporter.placeos import KEY_TABLES
+from exporter.model.placeos import KEY_TABLES
 from sandbox.ports import free_port
 from sandbox.procs import Proc
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import Exporter
+from exporter.runtime.process import Exporter
 from exporter.settings import Settings, load_settings
 
 T = TypeVar("T")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from html import escape
-from typing import Any
+
+from exporter.expose.report import ClusterReport
 
 REFRESH_SECONDS = 5
 
@@ -39,8 +40,9 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{seconds // 3600}h ago"
 
 
-def render(report: dict[str, Any], clusters: list[str]) -> str:
-    """The page for one cluster's report (the /diagnose document)."""
+def render(cluster_report: ClusterReport, clusters: list[str]) -> str:
+    """The page for one cluster's report (the document /diagnose serves)."""
+    report = cluster_report.to_json()
     now = time.time()
     healthy = report["healthy"]
     waiting = healthy and report.get("pending_probes") and not any(p["last_run"] for p in report["probes"])

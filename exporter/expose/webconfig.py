@@ -172,7 +172,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def hash_password(password: str) -> str:
-    """A bcrypt hash for ``basic_auth_users`` (``python -m exporter.webconfig <password>``)."""
+    """A bcrypt hash for ``basic_auth_users`` (``python -m exporter.expose.webconfig <password>``)."""
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
 
 

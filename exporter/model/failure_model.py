@@ -1,17 +1,24 @@
-"""The failure model: the troubleshooting page as data (design §3, internals §9).
+"""The failure model: the troubleshooting page as rows (design §3, internals §9). Pure data, no I/O.
 
-Everything the product says about failures comes from this module: the diagnosis interprets
-``RULES``; ``placeos_failure_mode`` emits ``PAIRS``; alert descriptions, the runbook and the status
-page read ``COMPONENTS``, ``IMPACTS`` and ``CAUSES``. Change the model here and tests catch any
-alert, doc or dashboard that disagrees.
+Everything the product says about failures comes from these rows, and each row carries everything
+said about it:
+
+- ``IMPACTS``: what users feel, quoting the page. ``COMPONENTS``: the parts that fail and their impacts.
+- ``CAUSES``: what the diagnosis can name; each with its alert (name, severity), its runbook text
+  (confirm, recover) and the other alerts it explains.
+- ``SYMPTOMS``: one row per probe, in triage order, with the page's question it answers, its alert (for
+  the user paths) and its triage rules as typed objects that ``model.triage`` interprets.
+
+The diagnosis, ``placeos_failure_mode``, the alerts, inhibit rules, runbook, ``check`` steps and the
+status page are all derived from these rows; tests prove every probe has its symptom and every cause
+its alert and runbook.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.reasons import Reason
-from exporter.settings import ProbeName
+from exporter.model.vocabulary import CREDENTIAL_REASONS, ProbeName, Reason
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,22 @@ class Component:
 
 
 @dataclass(frozen=True)
+class CauseAlert:
+    """The root-cause alert of a cause: critical pages now, warning is a ticket (monitoring mixins)."""
+
+    name: str
+    severity: str
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """How to confirm a cause and recover from it (docs/runbook.md, the status page, ``check``)."""
+
+    confirm: tuple[str, ...]
+    recover: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Cause:
     """A root cause the diagnosis can name: the components it fails and any impacts of its own."""
 
@@ -45,6 +68,9 @@ class Cause:
     components: tuple[str, ...] = ()
     impacts: tuple[str, ...] = ()
     advice: str = ""
+    alert: CauseAlert | None = None
+    runbook: Runbook | None = None
+    silences: tuple[str, ...] = ()  # other (non-symptom) alerts this cause explains
 
 
 IMPACTS: dict[str, Impact] = {
@@ -101,169 +127,108 @@ COMPONENTS: dict[str, Component] = {
     )
 }  # fmt: skip
 
-# Causes = the components, plus what the page leaves open and the exporter's own problems.
+DEBUG_LOGS = (
+    "Get debug logs from a PlaceOS service: `ps aux | grep <service>` on its host, then `kill -USR1 <pid>` "
+    "toggles trace logging (internals §7)."
+)
+
+# Causes = the components, plus what the page leaves open and the exporter's own problems. The runbook
+# text: the page's troubleshooting steps, the health routes of internals §7 and the debug-log tip of §9.
 CAUSES: dict[str, Cause] = {
     c.id: c
     for c in (
-        *(Cause(comp.id, f"{comp.title} failure", (comp.id,)) for comp in COMPONENTS.values()),
+        Cause("etcd", "etcd failure", ("etcd",),
+              alert=CauseAlert("PlaceOSEtcdDown", "critical"),
+              runbook=Runbook(
+        confirm=("`etcdctl --endpoints http://$ETCD_HOST:$ETCD_PORT endpoint health` (and `endpoint status -w table` "
+                 "for the leader)",
+                 "`curl -s -XPOST http://$ETCD_HOST:$ETCD_PORT/v3/maintenance/status -d '{}'`: what rest-api and core "
+                 "check (internals §1.1)",
+                 "Execute a function from Backoffice: the error names core instances or etcd"),
+        recover=("Restart the etcd member(s); check disk space (NOSPACE alarm: `etcdctl alarm list`, then "
+                 "`etcdctl defrag` and `etcdctl alarm disarm`)",
+                 "Cores re-register within the lease TTL (15 s); restart core if "
+                 "`placeos_core_instances{state=\"live\"}` stays 0"))),
+        Cause("database", "Database (RethinkDB in era A, PostgreSQL in B/C) failure", ("database",),
+              alert=CauseAlert("PlaceOSDatabaseDown", "critical"),
+              runbook=Runbook(
+        confirm=("Can you log in to Backoffice? A 401 `unknown X-API-Key` is also what PlaceOS answers while its "
+                 "database is down (internals §5.2)",
+                 "RethinkDB (era A): the admin UI or `r.db('rethinkdb').table('server_status')`; PostgreSQL (B/C): "
+                 "`pg_isready -h $PG_HOST` and `psql -c 'select datname from pg_stat_activity'`",
+                 "`curl -i https://<placeos>/api/engine/v2/` returns 500 while a backend is down"),
+        recover=("Restart or fail over the database; check disk and credentials (`RETHINKDB_PASSWORD` / "
+                 "`PG_PASSWORD`) of rest-api, core and auth",
+                 "Existing WebSocket sessions keep working meanwhile; new logins fail until it is back")),
+              silences=("PlaceOSSearchIndexLagging",)),
+        Cause("redis", "Redis failure", ("redis",),
+              alert=CauseAlert("PlaceOSRedisDown", "critical"),
+              runbook=Runbook(
+        confirm=("`redis-cli -u $REDIS_URL ping`",
+                 "Open a system in Backoffice: do the modules and module functions load? (the page's Redis step)"),
+        recover=("Restart Redis; module status and metadata are rewritten by the drivers as they reconnect",
+                 "In era C core discovery lives in Redis too: check `placeos_core_instances` after recovery"))),
+        Cause("elasticsearch", "Elasticsearch failure", ("elasticsearch",),
+              alert=CauseAlert("PlaceOSElasticsearchDown", "warning"),
+              runbook=Runbook(
+        confirm=("`curl -s http://$ELASTIC_HOST:$ELASTIC_PORT/_cluster/health?pretty` (red = down)",
+                 "Does Backoffice list the systems? (the page's Elasticsearch step)"),
+        recover=("Bring Elasticsearch back (red: unassigned primary shards, `GET /_cluster/allocation/explain`)",
+                 "If indices are empty or behind, `POST /api/search-ingest/v1/reindex` then `/backfill`")),
+              silences=("PlaceOSElasticsearchRed", "PlaceOSSearchIndexLagging")),
+        Cause("core", "Core failure", ("core",),
+              alert=CauseAlert("PlaceOSCoreDown", "critical"),
+              runbook=Runbook(
+        confirm=("`placeos_core_instances`: live 0 means no core registered; stale > 0 (era C) means a core died "
+                 "without deregistering and the API still routes to it (internals §1.2)",
+                 "`curl http://<core>:3000/api/core/v1/` on each core; execute error `No registered core instances`"),
+        recover=("Restart core; in era C, if a dead core's entry stays, `POST /api/engine/v2/cluster/rebalance` or "
+                 "restart a live core (registered cores prune expired entries)",)),
+              silences=("PlaceOSCoreRegistrationStale",)),
+        Cause("driver", "Driver failure", ("driver",),
+              alert=CauseAlert("PlaceOSDriverFailing", "warning"),
+              runbook=Runbook(
+        confirm=("`placeos_driver_up == 0` names the driver; Backoffice > Drivers shows compilation output",
+                 "`GET /api/engine/v2/cluster/<core>?include_status=true`: `running`, `launch_count`, "
+                 "`last_exit_code` (internals §11.1)"),
+        recover=("Fix the driver and recompile (`POST /api/engine/v2/drivers/<id>/recompile`), or roll back its "
+                 "commit; a crash loop shows as a rising `placeos_driver_launches_total`",))),
+        Cause("api", "rest-api or load balancer failure", ("api",),
+              alert=CauseAlert("PlaceOSApiUnreachable", "critical"),
+              runbook=Runbook(
+        confirm=("`curl -i https://<placeos>/api/engine/v2/` through the load balancer and directly to rest-api "
+                 "(port 3000): is the request reaching the service?",
+                 "Load balancer / nginx logs, rest-api container health "
+                 "(`/rest-api -c http://127.0.0.1:3000/api/engine/v2/`)"),
+        recover=("Restart rest-api or fix the load balancer route; backends are healthy in this case",)),
+              silences=("PlaceOSDriverDown",)),
         Cause("api_etcd", "The API cannot reach etcd (etcd itself answers)", (),
               ("execute", "websocket", "driver_faults"),
-              "etcd answers the exporter, so check the network path and ETCD_HOST of rest-api"),
-        Cause("exporter_config", "The exporter's own settings or credentials are wrong", (), (),
-              "a credential or target in the exporter's settings is rejected; PlaceOS itself may be fine"),
-        Cause("unknown", "Failing probes match no documented cause", (), (),
-              "see the failing probes and their reasons"),
+              advice="etcd answers the exporter, so check the network path and ETCD_HOST of rest-api",
+              alert=CauseAlert("PlaceOSApiCannotReachEtcd", "critical"),
+              runbook=Runbook(
+        confirm=("etcd answers the exporter, but execute says `unable to connect to etcd`: check `ETCD_HOST`/"
+                 "`ETCD_PORT` of rest-api and the network path from rest-api to etcd",),
+        recover=("Fix the rest-api's etcd address or network policy, then restart rest-api",))),
+        Cause("exporter_config", "The exporter's own settings or credentials are wrong",
+              advice="a credential or target in the exporter's settings is rejected; PlaceOS itself may be fine",
+              alert=CauseAlert("PlaceOSExporterMisconfigured", "warning"),
+              runbook=Runbook(
+        confirm=("`placeos-exporter check` from the exporter's host, and `placeos-exporter check-config` (secrets "
+                 "masked): which credential or target is rejected?",),
+        recover=("Correct the exporter's settings (API key of a support/admin user with the cluster and public "
+                 "scopes, backend passwords, system/module/function to probe) and reload (`POST /-/reload`)",))),
+        Cause("unknown", "Failing probes match no documented cause", advice="see the failing probes and their reasons",
+              alert=CauseAlert("PlaceOSUnexplainedFailure", "warning"),
+              runbook=Runbook(
+        confirm=("`/diagnose` lists the failing probes and their reasons; walk the page's triage: login, systems "
+                 "list, modules and functions, execute",),
+        recover=("Follow the failing probe's backend section above",))),
         Cause("none", "Healthy"),
     )
 }  # fmt: skip
 
 PAIRS: tuple[tuple[str, str], ...] = tuple((c.id, i) for c in COMPONENTS.values() for i in c.impacts)
-
-# --- the triage as rules --------------------------------------------------------------------------
-# For each probe (in the page's triage order: backends first, then login, systems, functions, execute),
-# a list of (reasons, candidates). The first entry whose reasons include the probe's failure reason
-# and one of whose candidates' condition holds decides: the candidate's target is a cause id, or
-# "explained" (an already-found cause accounts for this symptom). Conditions:
-#   "always" | "failing:<probe>" | "ok:<probe>" | "cause:<cause>"
-# where <probe> "database" means whichever of rethinkdb/postgres runs in the cluster's era.
-
-ANY: frozenset[Reason] | None = None
-CREDENTIALS = frozenset({Reason.AUTH_FAILED, Reason.ACCESS_DENIED})
-Candidate = tuple[str, str]  # (target, condition)
-Rule = tuple[frozenset[Reason] | None, tuple[Candidate, ...]]
-
-# Requests that need a login are explained by a failing login (the page's first question).
-_AFTER_LOGIN: Rule = (ANY, (("explained", "failing:login"),))
-
-RULES: dict[ProbeName | str, tuple[Rule, ...]] = {
-    ProbeName.ETCD: (
-        # PlaceOS does not use etcd auth (internals §1.1): a rejected credential is the exporter's.
-        (CREDENTIALS, (("exporter_config", "always"),)),
-        (ANY, (("etcd", "always"),)),
-    ),
-    "database": (
-        # Rejected for PlaceOS too (login fails) = database; only for the exporter = its settings.
-        (CREDENTIALS, (("database", "failing:login"), ("exporter_config", "always"))),
-        (ANY, (("database", "always"),)),
-    ),
-    ProbeName.REDIS: (
-        (CREDENTIALS, (("redis", "failing:module_functions"), ("exporter_config", "always"))),
-        (ANY, (("redis", "always"),)),
-    ),
-    ProbeName.ELASTICSEARCH: (
-        (CREDENTIALS, (("elasticsearch", "failing:systems_list"), ("exporter_config", "always"))),
-        (ANY, (("elasticsearch", "always"),)),
-    ),
-    ProbeName.CORE_DISCOVERY: (
-        (CREDENTIALS, (("exporter_config", "always"),)),
-        # Discovery storage answered and holds no live core (or a stale one): core, in every era.
-        (frozenset({Reason.NO_CORE_INSTANCES, Reason.CORE_UNREACHABLE}), (("core", "always"),)),
-        # Storage did not answer: etcd (A/B) or Redis (C) is already named for it.
-        (ANY, (("explained", "cause:etcd"), ("explained", "cause:redis"), ("unknown", "always"))),
-    ),
-    ProbeName.API_HEALTH: (
-        # The health route checks Redis, etcd and the database itself (internals §5.1), as the API sees them;
-        # it fails (5xx) or hangs with them (timeout).
-        (frozenset({Reason.HTTP_5XX, Reason.TIMEOUT}), (
-            ("explained", "cause:database"), ("explained", "cause:redis"), ("explained", "cause:etcd"),
-            ("explained", "cause:api_etcd"),
-        )),
-        (ANY, (("api", "always"),)),
-    ),
-    ProbeName.LOGIN: (
-        # "Can you log in? If not it's probably a RethinkDB failure or load balancer issue."
-        (ANY, (("explained", "cause:database"), ("explained", "cause:api"))),
-        # 401 with the database answering the exporter: the exporter's credential is wrong.
-        (CREDENTIALS, (("exporter_config", "ok:database"),)),
-        (ANY, (("api", "ok:database"), ("api", "failing:api_health"), ("unknown", "always"))),
-    ),
-    ProbeName.SYSTEMS_LIST: (
-        # "Does Backoffice list the systems? If not it's probably an Elasticsearch failure."
-        _AFTER_LOGIN,
-        (ANY, (("explained", "cause:elasticsearch"), ("explained", "cause:database"), ("unknown", "always"))),
-    ),
-    ProbeName.MODULE_FUNCTIONS: (
-        # "Does the list of modules and module functions load? If not it's probably a Redis failure."
-        _AFTER_LOGIN,
-        (ANY, (("explained", "cause:redis"),)),
-        # 404 "metadata not found": the module is not running; its driver, or the exporter's target.
-        (frozenset({Reason.NOT_FOUND}), (("explained", "cause:driver"), ("explained", "cause:core"),
-                                         ("exporter_config", "always"))),
-        (CREDENTIALS, (("exporter_config", "always"),)),
-        (ANY, (("unknown", "always"),)),
-    ),
-    ProbeName.EXECUTE: (
-        # "Does executing a function work? View the response to see the error."
-        _AFTER_LOGIN,
-        # "no core instances": core down or unable to connect to etcd (Redis holds discovery in era C).
-        (frozenset({Reason.NO_CORE_INSTANCES}), (
-            ("explained", "cause:etcd"), ("explained", "cause:redis"), ("explained", "cause:core"), ("core", "always"),
-        )),
-        # "unable to connect to etcd": etcd down, or the API cannot connect to it.
-        (frozenset({Reason.ETCD_UNREACHABLE}), (("explained", "cause:etcd"), ("api_etcd", "always"))),
-        (frozenset({Reason.CORE_UNREACHABLE}), (("explained", "cause:core"), ("core", "always"))),
-        (frozenset({Reason.DRIVER_ERROR}), (("explained", "cause:driver"), ("driver", "always"))),
-        (frozenset({Reason.NOT_FOUND}), (
-            ("explained", "cause:redis"), ("explained", "cause:driver"), ("explained", "cause:core"),
-            ("driver", "always"),
-        )),
-        (CREDENTIALS, (("exporter_config", "always"),)),
-        (ANY, (
-            ("explained", "cause:redis"), ("explained", "cause:core"), ("explained", "cause:etcd"),
-            ("explained", "cause:api_etcd"), ("unknown", "always"),
-        )),
-    ),
-    ProbeName.WEBSOCKET: (
-        _AFTER_LOGIN,
-        (frozenset({Reason.NO_CORE_INSTANCES}), (
-            ("explained", "cause:core"), ("explained", "cause:etcd"), ("explained", "cause:redis"), ("core", "always"),
-        )),
-        (frozenset({Reason.ETCD_UNREACHABLE}), (("explained", "cause:etcd"), ("api_etcd", "always"))),
-        (frozenset({Reason.CORE_UNREACHABLE}), (("explained", "cause:core"), ("core", "always"))),
-        (frozenset({Reason.DRIVER_ERROR, Reason.NOT_FOUND}), (
-            ("explained", "cause:redis"), ("explained", "cause:driver"), ("driver", "always"),
-        )),
-        (CREDENTIALS, (("exporter_config", "always"),)),
-        (ANY, (
-            ("explained", "cause:redis"), ("explained", "cause:core"), ("explained", "cause:etcd"),
-            ("explained", "cause:api_etcd"), ("explained", "cause:api"), ("unknown", "always"),
-        )),
-    ),
-    ProbeName.DRIVERS: (
-        _AFTER_LOGIN,
-        (CREDENTIALS, (("exporter_config", "always"),)),
-        (frozenset({Reason.DRIVER_ERROR}), (("driver", "always"),)),
-        (ANY, (("explained", "cause:api"), ("explained", "cause:core"), ("explained", "cause:database"),
-               ("explained", "cause:etcd"), ("explained", "cause:redis"), ("explained", "cause:api_etcd"),
-               ("unknown", "always"))),
-    ),
-    ProbeName.TRIGGERS_HEALTH: (
-        (ANY, (("explained", "cause:database"), ("explained", "cause:redis"), ("explained", "cause:etcd"),
-               ("unknown", "always"))),
-    ),
-}  # fmt: skip
-
-# The order the diagnosis walks the probes in: the backends seen directly, then the symptoms whose
-# reason names a cause by itself (no core instances, etcd unreachable, driver errors), then the
-# general ones (health route, login, listing, functions), which are mostly explained by what was
-# found before. ``check`` and the status page still present the page's own order (report.STEPS).
-TRIAGE_ORDER: tuple[ProbeName | str, ...] = (
-    ProbeName.ETCD,
-    "database",
-    ProbeName.REDIS,
-    ProbeName.ELASTICSEARCH,
-    ProbeName.CORE_DISCOVERY,
-    ProbeName.EXECUTE,
-    ProbeName.WEBSOCKET,
-    ProbeName.DRIVERS,
-    ProbeName.API_HEALTH,
-    ProbeName.LOGIN,
-    ProbeName.SYSTEMS_LIST,
-    ProbeName.MODULE_FUNCTIONS,
-    ProbeName.TRIGGERS_HEALTH,
-)
-
-DATABASE_PROBES = (ProbeName.RETHINKDB, ProbeName.POSTGRES)
 
 
 def impacts_of(cause_ids: set[str] | frozenset[str]) -> set[str]:
@@ -277,79 +242,197 @@ def impacts_of(cause_ids: set[str] | frozenset[str]) -> set[str]:
     return out
 
 
-# --- the runbook: how to confirm and recover, per cause (docs/runbook.md and alert runbook_url) -------
-# The page's troubleshooting steps, the health routes of internals §7 and the debug-log tip of §9.
-DEBUG_LOGS = (
-    "Get debug logs from a PlaceOS service: `ps aux | grep <service>` on its host, then `kill -USR1 <pid>` "
-    "toggles trace logging (internals §7)."
-)
+# --- triage rules: typed conditions and outcomes, interpreted by model.triage ----------------------
 
 
 @dataclass(frozen=True)
-class RunbookEntry:
-    confirm: tuple[str, ...]
-    recover: tuple[str, ...]
+class Failing:
+    """Holds when one of these probes runs and fails."""
+
+    probes: tuple[str, ...]
 
 
-RUNBOOK: dict[str, RunbookEntry] = {
-    "etcd": RunbookEntry(
-        confirm=("`etcdctl --endpoints http://$ETCD_HOST:$ETCD_PORT endpoint health` (and `endpoint status -w table` "
-                 "for the leader)",
-                 "`curl -s -XPOST http://$ETCD_HOST:$ETCD_PORT/v3/maintenance/status -d '{}'`: what rest-api and core "
-                 "check (internals §1.1)",
-                 "Execute a function from Backoffice: the error names core instances or etcd"),
-        recover=("Restart the etcd member(s); check disk space (NOSPACE alarm: `etcdctl alarm list`, then "
-                 "`etcdctl defrag` and `etcdctl alarm disarm`)",
-                 "Cores re-register within the lease TTL (15 s); restart core if "
-                 "`placeos_core_instances{state=\"live\"}` stays 0")),
-    "database": RunbookEntry(
-        confirm=("Can you log in to Backoffice? A 401 `unknown X-API-Key` is also what PlaceOS answers while its "
-                 "database is down (internals §5.2)",
-                 "RethinkDB (era A): the admin UI or `r.db('rethinkdb').table('server_status')`; PostgreSQL (B/C): "
-                 "`pg_isready -h $PG_HOST` and `psql -c 'select datname from pg_stat_activity'`",
-                 "`curl -i https://<placeos>/api/engine/v2/` returns 500 while a backend is down"),
-        recover=("Restart or fail over the database; check disk and credentials (`RETHINKDB_PASSWORD` / "
-                 "`PG_PASSWORD`) of rest-api, core and auth",
-                 "Existing WebSocket sessions keep working meanwhile; new logins fail until it is back")),
-    "redis": RunbookEntry(
-        confirm=("`redis-cli -u $REDIS_URL ping`",
-                 "Open a system in Backoffice: do the modules and module functions load? (the page's Redis step)"),
-        recover=("Restart Redis; module status and metadata are rewritten by the drivers as they reconnect",
-                 "In era C core discovery lives in Redis too: check `placeos_core_instances` after recovery")),
-    "elasticsearch": RunbookEntry(
-        confirm=("`curl -s http://$ELASTIC_HOST:$ELASTIC_PORT/_cluster/health?pretty` (red = down)",
-                 "Does Backoffice list the systems? (the page's Elasticsearch step)"),
-        recover=("Bring Elasticsearch back (red: unassigned primary shards, `GET /_cluster/allocation/explain`)",
-                 "If indices are empty or behind, `POST /api/search-ingest/v1/reindex` then `/backfill`")),
-    "core": RunbookEntry(
-        confirm=("`placeos_core_instances`: live 0 means no core registered; stale > 0 (era C) means a core died "
-                 "without deregistering and the API still routes to it (internals §1.2)",
-                 "`curl http://<core>:3000/api/core/v1/` on each core; execute error `No registered core instances`"),
-        recover=("Restart core; in era C, if a dead core's entry stays, `POST /api/engine/v2/cluster/rebalance` or "
-                 "restart a live core (registered cores prune expired entries)",)),
-    "driver": RunbookEntry(
-        confirm=("`placeos_driver_up == 0` names the driver; Backoffice > Drivers shows compilation output",
-                 "`GET /api/engine/v2/cluster/<core>?include_status=true`: `running`, `launch_count`, "
-                 "`last_exit_code` (internals §11.1)"),
-        recover=("Fix the driver and recompile (`POST /api/engine/v2/drivers/<id>/recompile`), or roll back its "
-                 "commit; a crash loop shows as a rising `placeos_driver_launches_total`",)),
-    "api": RunbookEntry(
-        confirm=("`curl -i https://<placeos>/api/engine/v2/` through the load balancer and directly to rest-api "
-                 "(port 3000): is the request reaching the service?",
-                 "Load balancer / nginx logs, rest-api container health "
-                 "(`/rest-api -c http://127.0.0.1:3000/api/engine/v2/`)"),
-        recover=("Restart rest-api or fix the load balancer route; backends are healthy in this case",)),
-    "api_etcd": RunbookEntry(
-        confirm=("etcd answers the exporter, but execute says `unable to connect to etcd`: check `ETCD_HOST`/"
-                 "`ETCD_PORT` of rest-api and the network path from rest-api to etcd",),
-        recover=("Fix the rest-api's etcd address or network policy, then restart rest-api",)),
-    "exporter_config": RunbookEntry(
-        confirm=("`placeos-exporter check` from the exporter's host, and `placeos-exporter check-config` (secrets "
-                 "masked): which credential or target is rejected?",),
-        recover=("Correct the exporter's settings (API key of a support/admin user with the cluster and public "
-                 "scopes, backend passwords, system/module/function to probe) and reload (`POST /-/reload`)",)),
-    "unknown": RunbookEntry(
-        confirm=("`/diagnose` lists the failing probes and their reasons; walk the page's triage: login, systems "
-                 "list, modules and functions, execute",),
-        recover=("Follow the failing probe's backend section above",)),
-}  # fmt: skip
+@dataclass(frozen=True)
+class Passing:
+    """Holds when one of these probes runs and passes."""
+
+    probes: tuple[str, ...]
+
+
+Condition = Failing | Passing | None  # None: always
+
+
+@dataclass(frozen=True)
+class Blame:
+    """The symptom is this cause (when the condition holds)."""
+
+    cause: str
+    when: Condition = None
+
+
+@dataclass(frozen=True)
+class ExplainedBy:
+    """The symptom is explained by a cause found earlier in the walk (filed under it, no new cause)."""
+
+    cause: str
+
+
+@dataclass(frozen=True)
+class AfterProbe:
+    """The symptom follows from another failing probe ("a request that needs a login fails because the
+    login does"): filed under whatever cause explains that probe."""
+
+    probe: str
+
+
+Verdict = Blame | ExplainedBy | AfterProbe
+
+
+@dataclass(frozen=True)
+class Rule:
+    """For these reasons (None: any failing reason), the first verdict that holds decides."""
+
+    reasons: frozenset[Reason] | None
+    then: tuple[Verdict, ...]
+
+
+@dataclass(frozen=True)
+class SymptomAlert:
+    """A symptom alert for a user path: fires on the failing probe, inhibited while a cause explains it."""
+
+    name: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Symptom:
+    """One probe failing, as the page sees it: its question, what it is called, how triage reads it."""
+
+    probe: str
+    question: str
+    rules: tuple[Rule, ...]
+    alert: SymptomAlert | None = None
+    works: str = ""  # what users can still do while this probe passes ("logins"), said by the verdict
+
+
+# The page's questions, in its order: the steps of ``check`` and of the status page.
+BACKENDS = "Do the backends answer? (etcd, database, Redis, Elasticsearch)"
+LOGIN = "Can you log in?"
+LISTING = "Does Backoffice list the systems?"
+FUNCTIONS = "Do the modules and module functions load?"
+EXECUTE = "Does executing a function work?"
+CORES = "Are cores registered and drivers running?"
+QUESTIONS: tuple[str, ...] = (BACKENDS, LOGIN, LISTING, FUNCTIONS, EXECUTE, CORES)
+
+P = ProbeName
+DATABASE = (P.RETHINKDB.value, P.POSTGRES.value)  # whichever runs in the cluster's era
+ANY = None
+CREDENTIALS = CREDENTIAL_REASONS
+NO_CORE = frozenset({Reason.NO_CORE_INSTANCES})
+ETCD_UNREACHABLE = frozenset({Reason.ETCD_UNREACHABLE})
+CORE_UNREACHABLE = frozenset({Reason.CORE_UNREACHABLE})
+DRIVER_ERROR = frozenset({Reason.DRIVER_ERROR})
+NOT_FOUND = frozenset({Reason.NOT_FOUND})
+
+# Requests that need a login are explained by a failing login (the page's first question).
+AFTER_LOGIN = Rule(ANY, (AfterProbe(P.LOGIN),))
+# Rejected for PlaceOS too (login fails) = the database; only for the exporter = its settings.
+DATABASE_RULES = (
+    Rule(CREDENTIALS, (Blame("database", Failing((P.LOGIN,))), Blame("exporter_config"))),
+    Rule(ANY, (Blame("database"),)),
+)
+
+# In triage order: the backends seen directly, then the symptoms whose reason names a cause by itself
+# (no core instances, etcd unreachable, driver errors), then the general ones (health route, login,
+# listing, functions), which are mostly explained by what was found before.
+SYMPTOMS: tuple[Symptom, ...] = (
+    Symptom(P.ETCD, BACKENDS, (
+        # PlaceOS does not use etcd auth (internals §1.1): a rejected credential is the exporter's.
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        Rule(ANY, (Blame("etcd"),)),
+    )),
+    Symptom(P.RETHINKDB, BACKENDS, DATABASE_RULES),
+    Symptom(P.POSTGRES, BACKENDS, DATABASE_RULES),
+    Symptom(P.REDIS, BACKENDS, (
+        Rule(CREDENTIALS, (Blame("redis", Failing((P.MODULE_FUNCTIONS,))), Blame("exporter_config"))),
+        Rule(ANY, (Blame("redis"),)),
+    )),
+    Symptom(P.ELASTICSEARCH, BACKENDS, (
+        Rule(CREDENTIALS, (Blame("elasticsearch", Failing((P.SYSTEMS_LIST,))), Blame("exporter_config"))),
+        Rule(ANY, (Blame("elasticsearch"),)),
+    )),
+    Symptom(P.CORE_DISCOVERY, CORES, (
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        # Discovery storage answered and holds no live core (or a stale one): core, in every era.
+        Rule(NO_CORE | CORE_UNREACHABLE, (Blame("core"),)),
+        # Storage did not answer: etcd (A/B) or Redis (C) is already named for it.
+        Rule(ANY, (ExplainedBy("etcd"), ExplainedBy("redis"), Blame("unknown"))),
+    )),
+    Symptom(P.EXECUTE, EXECUTE, (
+        # "Does executing a function work? View the response to see the error."
+        AFTER_LOGIN,
+        # "no core instances": core down or unable to connect to etcd (Redis holds discovery in era C).
+        Rule(NO_CORE, (ExplainedBy("etcd"), ExplainedBy("redis"), ExplainedBy("core"), Blame("core"))),
+        # "unable to connect to etcd": etcd down, or the API cannot connect to it.
+        Rule(ETCD_UNREACHABLE, (ExplainedBy("etcd"), Blame("api_etcd"))),
+        Rule(CORE_UNREACHABLE, (ExplainedBy("core"), Blame("core"))),
+        Rule(DRIVER_ERROR, (ExplainedBy("driver"), Blame("driver"))),
+        Rule(NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), ExplainedBy("core"), Blame("driver"))),
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
+                   Blame("unknown"))),
+    ), SymptomAlert("PlaceOSExecuteFailing", "Executing module functions fails"), works="executing functions"),
+    Symptom(P.WEBSOCKET, EXECUTE, (
+        AFTER_LOGIN,
+        Rule(NO_CORE, (ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("redis"), Blame("core"))),
+        Rule(ETCD_UNREACHABLE, (ExplainedBy("etcd"), Blame("api_etcd"))),
+        Rule(CORE_UNREACHABLE, (ExplainedBy("core"), Blame("core"))),
+        Rule(DRIVER_ERROR | NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), Blame("driver"))),
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
+                   ExplainedBy("api"), Blame("unknown"))),
+    ), SymptomAlert("PlaceOSWebSocketFailing", "WebSocket control sessions fail")),
+    Symptom(P.DRIVERS, CORES, (
+        AFTER_LOGIN,
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        Rule(DRIVER_ERROR, (Blame("driver"),)),
+        Rule(ANY, (ExplainedBy("api"), ExplainedBy("core"), ExplainedBy("database"), ExplainedBy("etcd"),
+                   ExplainedBy("redis"), ExplainedBy("api_etcd"), Blame("unknown"))),
+    )),
+    Symptom(P.API_HEALTH, LOGIN, (
+        # The health route checks Redis, etcd and the database itself (internals §5.1), as the API sees
+        # them; it fails (5xx) or hangs with them (timeout).
+        Rule(frozenset({Reason.HTTP_5XX, Reason.TIMEOUT}), (
+            ExplainedBy("database"), ExplainedBy("redis"), ExplainedBy("etcd"), ExplainedBy("api_etcd"))),
+        Rule(ANY, (Blame("api"),)),
+    )),
+    Symptom(P.LOGIN, LOGIN, (
+        # "Can you log in? If not it's probably a RethinkDB failure or load balancer issue."
+        Rule(ANY, (ExplainedBy("database"), ExplainedBy("api"))),
+        # 401 with the database answering the exporter: the exporter's credential is wrong.
+        Rule(CREDENTIALS, (Blame("exporter_config", Passing(DATABASE)),)),
+        Rule(ANY, (Blame("api", Passing(DATABASE)), Blame("api", Failing((P.API_HEALTH,))), Blame("unknown"))),
+    ), SymptomAlert("PlaceOSLoginFailing", "Users cannot log in"), works="logins"),
+    Symptom(P.SYSTEMS_LIST, LISTING, (
+        # "Does Backoffice list the systems? If not it's probably an Elasticsearch failure."
+        AFTER_LOGIN,
+        Rule(ANY, (ExplainedBy("elasticsearch"), ExplainedBy("database"), Blame("unknown"))),
+    ), SymptomAlert("PlaceOSSearchFailing", "Backoffice cannot list systems"), works="listing and search"),
+    Symptom(P.MODULE_FUNCTIONS, FUNCTIONS, (
+        # "Does the list of modules and module functions load? If not it's probably a Redis failure."
+        AFTER_LOGIN,
+        Rule(ANY, (ExplainedBy("redis"),)),
+        # 404 "metadata not found": the module is not running; its driver, or the exporter's target.
+        Rule(NOT_FOUND, (ExplainedBy("driver"), ExplainedBy("core"), Blame("exporter_config"))),
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        Rule(ANY, (Blame("unknown"),)),
+    ), SymptomAlert("PlaceOSModuleFunctionsFailing", "Modules and their functions do not load")),
+    Symptom(P.TRIGGERS_HEALTH, CORES, (
+        Rule(ANY, (ExplainedBy("database"), ExplainedBy("redis"), ExplainedBy("etcd"), Blame("unknown"))),
+    )),
+    Symptom(P.SEARCH_INDEX_LAG, LISTING, (
+        # Counting needs the database and Elasticsearch with the exporter's credentials for both.
+        Rule(ANY, (ExplainedBy("elasticsearch"), ExplainedBy("database"), ExplainedBy("exporter_config"),
+                   Blame("unknown"))),
+    )),
+)  # fmt: skip

@@ -1,31 +1,35 @@
-"""The diagnosis: a pure function from probe results to root causes and active impacts (design §3).
+"""The diagnosis: one interpreter of the failure model's symptom rows. Pure: no I/O, no clock.
 
-It walks the probes in the troubleshooting page's triage order and applies ``failure_model.RULES``:
-backend probes establish causes first, then each user-path symptom is either explained by a cause
-already found ("execute fails because Redis is down" is Redis, not a second problem) or names its
-own cause, or ``unknown``. No I/O and no clock: the same results always give the same answer, which
-is what makes it table-testable.
+It walks the symptoms in triage order: backend probes establish causes first, then each user-path
+symptom is either explained by a cause already found ("execute fails because Redis is down" is Redis,
+not a second problem), follows from another failing probe, or names its own cause, or ``unknown``. The
+same results always give the same answer, which is what makes it table-testable.
+
+A failing probe always ends up as the evidence of a cause or explained by one, so a failing probe can
+never read as healthy (a property test walks every probe and every failing reason).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exporter.failure_model import (
+from exporter.model.failure_model import (
     CAUSES,
     COMPONENTS,
-    DATABASE_PROBES,
     IMPACTS,
-    RULES,
-    TRIAGE_ORDER,
+    SYMPTOMS,
+    AfterProbe,
+    Blame,
+    Condition,
+    ExplainedBy,
+    Failing,
+    Passing,
+    Rule,
+    Symptom,
     impacts_of,
 )
-from exporter.reasons import Reason
-from exporter.settings import ProbeName
-
-# What users do most, said when it still works ("Redis is down ... logins still work", issue 7).
-STILL_WORKING = {"login": "logins", "search": "listing and search", "execute": "executing functions"}
+from exporter.model.vocabulary import Reason
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ class Evidence:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What the diagnosis needs of a probe: its reason and a short detail."""
+
+    reason: Reason
+    detail: str = ""
+
+    @property
+    def failing(self) -> bool:
+        return self.reason not in (Reason.OK, Reason.PENDING)
+
+
 @dataclass
 class Diagnosis:
     """Root causes (with evidence), failed components and the user impacts they imply."""
@@ -45,6 +61,7 @@ class Diagnosis:
     explained: dict[str, list[Evidence]] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     observed: int = 0  # probes with a result (not pending)
+    still_working: list[str] = field(default_factory=list)  # user paths whose probes pass
 
     @property
     def failed_components(self) -> set[str]:
@@ -72,9 +89,8 @@ class Diagnosis:
         keeps = [COMPONENTS[c].unaffected for c in sorted(self.failed_components) if COMPONENTS[c].unaffected]
         if keeps and len(self.failed_components) == 1:
             text += f". {keeps[0]}"
-        still = [words for impact, words in STILL_WORKING.items() if impact not in self.impacts]
-        if still and self.failed_components:
-            text += f". Still working: {', '.join(still)}"
+        if self.still_working and self.failed_components:
+            text += f". Still working: {', '.join(self.still_working)}"
         return text
 
     def to_json(self) -> dict[str, object]:
@@ -101,80 +117,103 @@ class Diagnosis:
         }
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What the diagnosis needs of a probe: its reason and a short detail."""
-
-    reason: Reason
-    detail: str = ""
-
-
-def diagnose(results: Mapping[ProbeName, Observation]) -> Diagnosis:
+def diagnose(results: Mapping[str, Observation], symptoms: Sequence[Symptom] = SYMPTOMS) -> Diagnosis:
     """Root causes for the given results of the enabled probes (absent = not enabled)."""
     d = Diagnosis()
-    d.pending = sorted(p.value for p, o in results.items() if o.reason is Reason.PENDING)
+    d.pending = sorted(str(p) for p, o in results.items() if o.reason is Reason.PENDING)
     d.observed = len(results) - len(d.pending)
-    for step in TRIAGE_ORDER:
-        probe, obs = _resolve(step, results)
-        if obs is None or obs.reason in (Reason.OK, Reason.PENDING):
+    follows: list[tuple[str, Evidence]] = []  # (probe it follows from, evidence)
+    for symptom in symptoms:
+        obs = results.get(symptom.probe)
+        if obs is None or not obs.failing:
             continue
-        evidence = Evidence(probe.value, obs.reason.value, obs.detail)
-        target = _decide(RULES[step], obs.reason, d, results)
-        if target.startswith("explained:"):
-            d.explained.setdefault(target.split(":", 1)[1], []).append(evidence)
+        evidence = Evidence(str(symptom.probe), obs.reason.value, obs.detail)
+        verdict = _decide(symptom.rules, obs.reason, d, results)
+        if isinstance(verdict, ExplainedBy):
+            d.explained.setdefault(verdict.cause, []).append(evidence)
+        elif isinstance(verdict, AfterProbe):
+            follows.append((verdict.probe, evidence))
         else:
-            d.causes.setdefault(target, []).append(evidence)
-    # A symptom explained by "a failing <probe>" whose own attribution came later in the walk: file it
-    # under the cause that probe ended up with.
-    for key in [k for k in d.explained if k not in d.causes]:
-        owner = next((c for c, ev in d.causes.items() if any(e.probe == key for e in ev)), None)
-        owner = owner or next(
-            (c for c, ev in d.explained.items() if c in d.causes and any(e.probe == key for e in ev)), None
-        )
-        moved = d.explained.pop(key)
-        if owner:
-            d.explained.setdefault(owner, []).extend(moved)
+            d.causes.setdefault(verdict.cause, []).append(evidence)
+    # A symptom that follows from another probe is filed under that probe's cause, found once the walk
+    # is done (the login comes after the requests that need it); none found is ``unknown``, never lost.
+    for _ in range(len(follows) + 1):
+        unresolved = []
+        for probe, evidence in follows:
+            owner = _owner(d, probe)
+            if owner is None:
+                unresolved.append((probe, evidence))
+            else:
+                d.explained.setdefault(owner, []).append(evidence)
+        if len(unresolved) == len(follows):
+            break
+        follows = unresolved
+    for _, evidence in follows:
+        d.causes.setdefault("unknown", []).append(evidence)
     if not d.causes and not d.pending:  # "none" means checked and healthy, not "not checked yet"
         d.causes["none"] = []
+    d.still_working = [
+        s.works for s in symptoms if s.works and s.probe in results and results[s.probe].reason is Reason.OK
+    ]
     return d
 
 
-def _resolve(step: ProbeName | str, results: Mapping[ProbeName, Observation]) -> tuple[ProbeName, Observation | None]:
-    """The probe behind a triage step ("database" is whichever database probe the era runs)."""
-    if step == "database":
-        for probe in DATABASE_PROBES:
-            if probe in results:
-                return probe, results[probe]
-        return DATABASE_PROBES[0], None
-    probe = ProbeName(step)
-    return probe, results.get(probe)
+def _owner(d: Diagnosis, probe: str) -> str | None:
+    """The cause a probe's failure was filed under (as evidence, or as explained)."""
+    for table in (d.causes, d.explained):
+        for cause, evidence in table.items():
+            if cause in d.causes and any(e.probe == probe for e in evidence):
+                return cause
+    return None
 
 
-def _decide(rules: tuple, reason: Reason, d: Diagnosis, results: Mapping[ProbeName, Observation]) -> str:  # type: ignore[type-arg]
-    for reasons, candidates in rules:
-        if reasons is not None and reason not in reasons:
+def _decide(rules: Sequence[Rule], reason: Reason, d: Diagnosis, results: Mapping[str, Observation]) -> Verdict:
+    for rule in rules:
+        if rule.reasons is not None and reason not in rule.reasons:
             continue
-        for target, condition in candidates:
-            holds, by = _holds(condition, d, results)
-            if holds:
-                return f"explained:{by}" if target == "explained" else str(target)
-    return "unknown"
+        for verdict in rule.then:
+            if isinstance(verdict, ExplainedBy):
+                if verdict.cause in d.causes:
+                    return verdict
+            elif isinstance(verdict, AfterProbe):
+                if _holds(Failing((verdict.probe,)), results):
+                    return verdict
+            elif _holds(verdict.when, results):
+                return verdict
+    return Blame("unknown")
 
 
-def _holds(condition: str, d: Diagnosis, results: Mapping[ProbeName, Observation]) -> tuple[bool, str]:
-    """(condition holds, the cause that explains when it is a cause:/failing: condition)."""
-    if condition == "always":
-        return True, ""
-    kind, _, arg = condition.partition(":")
-    if kind == "cause":
-        return arg in d.causes, arg
-    _, obs = _resolve(arg, results)
-    if kind == "ok":
-        return obs is not None and obs.reason is Reason.OK, ""
-    if kind == "failing":
-        failing = obs is not None and obs.reason not in (Reason.OK, Reason.PENDING)
-        # A failing probe explains a symptom through whatever cause it was attributed to.
-        by = next((c for c, ev in d.causes.items() if any(e.probe == arg for e in ev)), arg)
-        by = next((c for c, ev in d.explained.items() if any(e.probe == arg for e in ev)), by)
-        return failing, by
-    raise ValueError(f"unknown condition {condition!r}")
+Verdict = Blame | ExplainedBy | AfterProbe
+
+
+def _holds(condition: Condition, results: Mapping[str, Observation]) -> bool:
+    if condition is None:
+        return True
+    observed = [results[p] for p in condition.probes if p in results]
+    if isinstance(condition, Failing):
+        return any(o.failing for o in observed)
+    assert isinstance(condition, Passing)
+    return any(o.reason is Reason.OK for o in observed)
+
+
+# --- what explains what: read by the alert generator (inhibit rules, runbook) ----------------------
+
+
+def explaining_causes(probe: str, symptoms: Sequence[Symptom] = SYMPTOMS) -> set[str]:
+    """Causes that can explain a failing probe per its rules: directly, or through the probe it follows."""
+    out: set[str] = set()
+    for verdict in _verdicts(probe, symptoms):
+        if isinstance(verdict, ExplainedBy):
+            out.add(verdict.cause)
+        elif isinstance(verdict, AfterProbe):
+            out |= explaining_causes(verdict.probe, symptoms)
+        elif verdict.cause != "unknown":
+            out.add(verdict.cause)
+    return out
+
+
+def _verdicts(probe: str, symptoms: Sequence[Symptom]) -> Iterator[Verdict]:
+    for symptom in symptoms:
+        if symptom.probe == probe:
+            for rule in symptom.rules:
+                yield from rule.then

@@ -1,7 +1,8 @@
-"""The closed set of failure reasons (design §4): the only values the ``reason`` label ever takes.
+"""The words every layer shares: probe names, release eras, failure reasons and what each reason means.
 
-One module owns it so that metrics, the diagnosis, alerts and docs all agree, and so an error string
-can never leak into a label (anchors §8.3 item 8).
+One module owns them so that settings, probes, metrics, the diagnosis, alerts and docs all agree, and
+so an error string can never leak into a label (anchors §8.3 item 8). Closed sets: a new value is
+added here, once.
 """
 
 from __future__ import annotations
@@ -9,26 +10,78 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class ProbeName(StrEnum):
+    """Every probe the exporter ships (design §4); each has one file in ``exporter/probes/``."""
+
+    ETCD = "etcd"
+    RETHINKDB = "rethinkdb"
+    POSTGRES = "postgres"
+    REDIS = "redis"
+    ELASTICSEARCH = "elasticsearch"
+    API_HEALTH = "api_health"
+    LOGIN = "login"
+    SYSTEMS_LIST = "systems_list"
+    MODULE_FUNCTIONS = "module_functions"
+    EXECUTE = "execute"
+    WEBSOCKET = "websocket"
+    CORE_DISCOVERY = "core_discovery"
+    DRIVERS = "drivers"
+    TRIGGERS_HEALTH = "triggers_health"
+    SEARCH_INDEX_LAG = "search_index_lag"  # beyond design §4's list: search-ingest stalls (design §3)
+
+
+class Era(StrEnum):
+    """PlaceOS release eras (design §2, internals §0)."""
+
+    A = "A"  # <= 1.2303.x: etcd + RethinkDB + Redis + ES
+    B = "B"  # 2.2304.0 - 2.2403.x: etcd + PostgreSQL + Redis + ES
+    C = "C"  # >= 2.2404.1: PostgreSQL + Redis (discovery too) + ES
+
+
+ALL_ERAS: frozenset[Era] = frozenset(Era)
+
+
 class Reason(StrEnum):
-    """Why a probe's last run ended the way it did."""
+    """Why a probe's last run ended the way it did: the only values the ``reason`` label takes."""
 
     OK = "ok"
-    PENDING = "pending"  # enabled, not run yet
-    TIMEOUT = "timeout"  # the deadline passed (hung or slow backend)
-    CONNECTION_REFUSED = "connection_refused"  # nothing listens / connection reset
-    DNS = "dns"  # the host name does not resolve
-    TLS = "tls"  # handshake or certificate problem
-    AUTH_FAILED = "auth_failed"  # credentials rejected
-    UNHEALTHY = "unhealthy"  # the backend answered and said it is not healthy
-    PROTOCOL_ERROR = "protocol_error"  # the backend answered something that is not its protocol
+    PENDING = "pending"
+    TIMEOUT = "timeout"
+    CONNECTION_REFUSED = "connection_refused"
+    DNS = "dns"
+    TLS = "tls"
+    AUTH_FAILED = "auth_failed"
+    UNHEALTHY = "unhealthy"
+    PROTOCOL_ERROR = "protocol_error"
     HTTP_4XX = "http_4xx"
     HTTP_5XX = "http_5xx"
-    NOT_FOUND = "not_found"  # the configured system/module/key does not exist
-    NO_CORE_INSTANCES = "no_core_instances"  # "No registered core instances" (internals §1.4)
-    CORE_UNREACHABLE = "core_unreachable"  # a registered core does not answer
-    ETCD_UNREACHABLE = "etcd_unreachable"  # the API cannot reach etcd
-    DRIVER_ERROR = "driver_error"  # the execute reached the driver and it failed
-    ACCESS_DENIED = "access_denied"  # authenticated, but not allowed
+    NOT_FOUND = "not_found"
+    NO_CORE_INSTANCES = "no_core_instances"
+    CORE_UNREACHABLE = "core_unreachable"
+    ETCD_UNREACHABLE = "etcd_unreachable"
+    DRIVER_ERROR = "driver_error"
+    ACCESS_DENIED = "access_denied"
 
+
+REASON_MEANING: dict[Reason, str] = {
+    Reason.OK: "the last run succeeded",
+    Reason.PENDING: "enabled, not run yet",
+    Reason.TIMEOUT: "no answer before the probe's deadline (hung or slow backend)",
+    Reason.CONNECTION_REFUSED: "nothing listens, or the connection was refused or reset",
+    Reason.DNS: "the host name does not resolve",
+    Reason.TLS: "TLS handshake or certificate verification failed",
+    Reason.AUTH_FAILED: "credentials rejected (for login: may also be the database down, internals §5.2)",
+    Reason.UNHEALTHY: "the backend answered and reports itself unhealthy (no leader, alarms, red)",
+    Reason.PROTOCOL_ERROR: "the answer is not the expected protocol (garbage, oversized or malformed)",
+    Reason.HTTP_4XX: "an unexpected 4xx status",
+    Reason.HTTP_5XX: "a 5xx status",
+    Reason.NOT_FOUND: "the configured system, module, function or route does not exist",
+    Reason.NO_CORE_INSTANCES: "'No registered core instances' / 'no core instances registered!'",
+    Reason.CORE_UNREACHABLE: "a registered core does not answer (stale registration, IO error)",
+    Reason.ETCD_UNREACHABLE: "the API cannot reach etcd ('unable to connect to etcd')",
+    Reason.DRIVER_ERROR: "the execute reached core and failed in the driver or module",
+    Reason.ACCESS_DENIED: "authenticated, but not allowed (scopes, permissions)",
+}
 
 FAILURE_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r not in (Reason.OK, Reason.PENDING))
+CREDENTIAL_REASONS: frozenset[Reason] = frozenset({Reason.AUTH_FAILED, Reason.ACCESS_DENIED})

@@ -1,121 +1,78 @@
-"""The probe registry: one map from probe name to probe function (like blackbox's ``Probers``).
+"""The probe registry: the tuple of every probe's spec row, in the order the docs list them.
 
-Adding a probe is adding a module and an entry here. ``ERAS`` says in which release eras a probe
-applies (design §2); ``enabled_probes`` applies that, the backend's ``enabled`` switch and whether
-what the probe needs is configured.
+Adding a probe is adding its file (named after it, ending with its ``SPEC``) and one entry here;
+everything else (enabled probes, schedules, the metric contract, the docs) is derived from the rows.
+Its symptom row in ``model/failure_model.py`` says what its failure means (a test checks both exist).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 
+from exporter.model.vocabulary import Era
 from exporter.probes import (
-    api,
-    cores,
+    api_health,
+    core_discovery,
     drivers,
     elasticsearch,
     etcd,
     execute,
+    login,
+    module_functions,
     postgres,
     redis,
     rethinkdb,
-    search_lag,
+    search_index_lag,
+    systems_list,
+    triggers_health,
     websocket,
 )
-from exporter.probes.base import Probe
-from exporter.settings import ClusterConfig, Era, ProbeName
+from exporter.probes.base import ProbeSpec
+from exporter.settings import ClusterConfig
 
-PROBES: dict[ProbeName, Probe] = {
-    ProbeName.ETCD: etcd.probe,
-    ProbeName.RETHINKDB: rethinkdb.probe,
-    ProbeName.POSTGRES: postgres.probe,
-    ProbeName.REDIS: redis.probe,
-    ProbeName.ELASTICSEARCH: elasticsearch.probe,
-    ProbeName.API_HEALTH: api.api_health,
-    ProbeName.LOGIN: api.login,
-    ProbeName.SYSTEMS_LIST: api.systems_list,
-    ProbeName.MODULE_FUNCTIONS: api.module_functions,
-    ProbeName.EXECUTE: execute.probe,
-    ProbeName.WEBSOCKET: websocket.probe,
-    ProbeName.CORE_DISCOVERY: cores.probe,
-    ProbeName.DRIVERS: drivers.probe,
-    ProbeName.TRIGGERS_HEALTH: api.triggers_health,
-    ProbeName.SEARCH_INDEX_LAG: search_lag.probe,
-}
-
-
-def _api(c: ClusterConfig) -> bool:
-    return bool(c.api.url)
+REGISTRY: tuple[ProbeSpec, ...] = (
+    etcd.SPEC,
+    rethinkdb.SPEC,
+    postgres.SPEC,
+    redis.SPEC,
+    elasticsearch.SPEC,
+    api_health.SPEC,
+    login.SPEC,
+    systems_list.SPEC,
+    module_functions.SPEC,
+    execute.SPEC,
+    websocket.SPEC,
+    core_discovery.SPEC,
+    drivers.SPEC,
+    triggers_health.SPEC,
+    search_index_lag.SPEC,
+)
 
 
-def _login(c: ClusterConfig) -> bool:
-    return _api(c) and api.has_credentials(c.api)
+def spec_of(name: str, registry: Sequence[ProbeSpec] = REGISTRY) -> ProbeSpec:
+    return next(s for s in registry if s.name == name)
 
 
-def _module(c: ClusterConfig) -> bool:
-    return _login(c) and bool(c.api.system_id and c.api.module)
+def enabled_probes(cluster: ClusterConfig, era: Era, registry: Sequence[ProbeSpec] = REGISTRY) -> list[str]:
+    """The probes to run for a cluster in an era, in the registry's order.
 
-
-# What a probe needs configured; without it the probe is off (placeos_probe_enabled 0), so an
-# unconfigured probe never reads as an outage.
-REQUIRES: dict[ProbeName, Callable[[ClusterConfig], bool]] = {
-    ProbeName.API_HEALTH: _api,
-    ProbeName.LOGIN: _login,
-    ProbeName.SYSTEMS_LIST: _login,
-    ProbeName.MODULE_FUNCTIONS: _module,
-    ProbeName.EXECUTE: lambda c: _module(c) and bool(c.api.function),
-    ProbeName.WEBSOCKET: _module,
-    ProbeName.DRIVERS: _login,
-    ProbeName.TRIGGERS_HEALTH: lambda c: bool(c.api.url or c.api.triggers_url),
-}
-
-ALL_ERAS = frozenset(Era)
-ERAS: dict[ProbeName, frozenset[Era]] = {
-    ProbeName.ETCD: frozenset({Era.A, Era.B}),
-    ProbeName.RETHINKDB: frozenset({Era.A}),
-    ProbeName.POSTGRES: frozenset({Era.B, Era.C}),
-}
-
-# Probes that need more than one backend: on only when all of them are.
-NEEDS: dict[ProbeName, tuple[ProbeName, ...]] = {
-    ProbeName.SEARCH_INDEX_LAG: (ProbeName.ELASTICSEARCH,),
-}
-
-# Backend probes switched by their section's ``enabled`` (None = by era).
-BACKEND_SECTION: dict[ProbeName, str] = {
-    ProbeName.ETCD: "etcd",
-    ProbeName.REDIS: "redis",
-    ProbeName.RETHINKDB: "rethinkdb",
-    ProbeName.POSTGRES: "postgres",
-    ProbeName.ELASTICSEARCH: "elasticsearch",
-}
-
-
-def enabled_probes(cluster: ClusterConfig, era: Era) -> list[ProbeName]:
-    """The probes to run for a cluster in an era, in the registry's order."""
-    out: list[ProbeName] = []
-    for name in PROBES:
-        tuning = cluster.probes.get(name)
+    A per-probe ``enabled`` wins; then the backend section's ``enabled`` switch; then the era and what
+    the probe needs configured. A probe whose prerequisite probes are off is off, unless switched on.
+    """
+    chosen: dict[str, bool] = {}  # name -> switched on explicitly
+    for spec in registry:
+        tuning = cluster.probes.get(spec.name)  # type: ignore[call-overload]
+        switch = getattr(cluster, spec.section).enabled if spec.section else None
         if tuning is not None and tuning.enabled is not None:
             if tuning.enabled:
-                out.append(name)
-            continue
-        section = BACKEND_SECTION.get(name)
-        switch = getattr(cluster, section).enabled if section else None
-        if switch is not None:
+                chosen[spec.name] = True
+        elif switch is not None:
             if switch:
-                out.append(name)
-            continue
-        if era in ERAS.get(name, ALL_ERAS) and _requirement_met(name, cluster):
-            out.append(name)
-    # A probe whose prerequisites are off is off (unless switched on explicitly above).
+                chosen[spec.name] = False
+        elif era in spec.eras and spec.enabled_by(cluster):
+            chosen[spec.name] = False
     return [
-        n
-        for n in out
-        if all(dep in out for dep in NEEDS.get(n, ())) or (cluster.probes.get(n) and cluster.probes[n].enabled)
+        name
+        for name, explicit in chosen.items()
+        if explicit or all(dep in chosen for dep in spec_of(name, registry).needs_probes)
     ]
-
-
-def _requirement_met(name: ProbeName, cluster: ClusterConfig) -> bool:
-    check = REQUIRES.get(name)
-    return check is None or check(cluster)

@@ -1,39 +1,38 @@
-"""The one probe signature, its result, and the mapping from exceptions to the closed reason set.
+"""The probe contract: one signature, one spec row per probe, and exceptions mapped to reasons.
 
-Like blackbox_exporter's probers (style.md): every probe is ``async def probe(ctx) -> Outcome``; the
-deadline belongs to the caller (the scheduler cancels an overrunning probe and records ``timeout``),
-and a probe may simply raise: ``classify`` turns any exception into a bounded reason plus a short,
+Like blackbox_exporter's probers (style.md), every probe is ``async def run(ctx) -> Outcome`` in a file
+named after it, and that file ends with its ``SPEC``: the eras it applies to, the settings that switch
+it on, its default timeout, the typed facts it publishes, the metric rows it owns and the exception
+names of its client library that mean a definite reason. ``exporter.probes.REGISTRY`` is the tuple of
+these rows; enabled probes, the metric contract and the docs are derived from it. The deadline
+belongs to the caller (the scheduler cancels an overrunning probe and records ``timeout``), and a
+probe may simply raise: ``classify`` turns any exception into a bounded reason plus a short,
 secret-free detail for logs and /diagnose.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from exporter.reasons import Reason
-from exporter.settings import ClusterConfig, Era, ProbeName, TLSSettings
-
-# Responses we read are small JSON documents; anything larger is hostile or broken (issue 10).
-MAX_BODY_BYTES = 1 << 20
-
-Facts = Mapping[str, Any]
+from exporter.model.metric import MetricSpec
+from exporter.model.vocabulary import ALL_ERAS, Era, Reason
+from exporter.settings import ClusterConfig
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a probe found. ``success`` is derived: only ``ok`` is success."""
+    """What a probe found. ``facts`` is the probe's own facts dataclass (or None)."""
 
     reason: Reason
     detail: str = ""
-    facts: Facts = field(default_factory=dict)
+    facts: Any = None
 
     @property
     def success(self) -> bool:
@@ -41,13 +40,13 @@ class Outcome:
 
 
 class ProbeFailure(Exception):
-    """Raised by a probe that knows exactly why it failed."""
+    """Raised by a probe that knows exactly why it failed (with what it learnt before failing)."""
 
-    def __init__(self, reason: Reason, detail: str, facts: Facts | None = None) -> None:
+    def __init__(self, reason: Reason, detail: str, facts: Any = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-        self.facts = dict(facts or {})
+        self.facts = facts
 
 
 @dataclass
@@ -61,7 +60,6 @@ class ProbeContext:
     """
 
     cluster: ClusterConfig
-    probe: ProbeName
     era: Era
     timeout: float
     deadline: float
@@ -75,110 +73,64 @@ class ProbeContext:
 
 
 Probe = Callable[[ProbeContext], Awaitable[Outcome]]
+Samples = Iterable[tuple[tuple[str, ...], float]]
 
 
-async def close_within(closing: Awaitable[Any], seconds: float) -> bool:
-    """Run a close/cleanup for at most ``seconds``; True if it finished.
+@dataclass(frozen=True)
+class MetricRow:
+    """A metric family a probe owns, and how its samples come from the probe's facts.
 
-    Unlike ``asyncio.wait_for``, a close that ignores cancellation (some drivers' do, on a hung peer)
-    is abandoned rather than waited for, so cleanup can never hold a probe, or shutdown, forever.
+    ``samples(facts, last_ok_facts)`` gets the facts of the last run (None when it learnt none) and of
+    the last successful run (label sets that must outlive a failure, like the lag's indices).
     """
-    task = asyncio.ensure_future(closing)
-    done, _ = await asyncio.wait({task}, timeout=max(0.01, seconds))
-    if not done:
-        task.cancel()
-        task.add_done_callback(_consume)
-        return False
-    _consume(task)
+
+    spec: MetricSpec
+    samples: Callable[[Any, Any], Samples]
+
+
+def always(_: ClusterConfig) -> bool:
     return True
 
 
-def _consume(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio never logs "exception was never retrieved"
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Everything the exporter knows about one probe; nothing about it is typed anywhere else."""
+
+    name: str
+    run: Probe
+    checks: str  # what a passing run proves, one line (docs)
+    eras: frozenset[Era] = ALL_ERAS
+    section: str | None = None  # the settings section whose ``enabled`` switches it
+    enabled_by: Callable[[ClusterConfig], bool] = always  # what configuration it needs
+    needs: str = ""  # that configuration, in words (docs)
+    needs_probes: tuple[str, ...] = ()  # probes that must run too
+    timeout: float | None = None  # default deadline (else the exporter-wide timeout)
+    interval: Callable[[ClusterConfig], float] | None = None  # its own interval (else the exporter's)
+    facts: type | None = None  # the dataclass its Outcome.facts holds
+    metrics: tuple[MetricRow, ...] = ()
+    errors: Mapping[str, Reason] = field(default_factory=dict)  # client exception class name -> reason
 
 
-def ssl_context(tls: TLSSettings) -> ssl.SSLContext:
-    """Client TLS context from a section's ca/cert/key/skip-verify settings."""
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def parse_json(raw: bytes) -> Any:
-    """The body as JSON, or None when it is empty or not JSON (callers classify by status first)."""
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
-
-
-async def read_json(resp: aiohttp.ClientResponse) -> Any:
-    """The body as JSON, bounded in size; anything else is a protocol error."""
-    body = await read_bounded(resp)
-    try:
-        return json.loads(body) if body else None
-    except ValueError:
-        raise ProbeFailure(Reason.PROTOCOL_ERROR, f"HTTP {resp.status}: body is not JSON") from None
-
-
-async def read_bounded(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:
-    """Read at most ``limit`` bytes; a larger body is refused, not buffered."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise ProbeFailure(Reason.PROTOCOL_ERROR, f"HTTP {resp.status}: body of {resp.content_length} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise ProbeFailure(Reason.PROTOCOL_ERROR, f"HTTP {resp.status}: body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def http_status_reason(status: int) -> Reason:
-    """The reason for an unexpected HTTP status."""
-    if status in (401,):
-        return Reason.AUTH_FAILED
-    if status == 403:
-        return Reason.ACCESS_DENIED
-    if status == 404:
-        return Reason.NOT_FOUND
-    if 400 <= status < 500:
-        return Reason.HTTP_4XX
-    if status >= 500:
-        return Reason.HTTP_5XX
-    return Reason.PROTOCOL_ERROR
-
-
-def classify(exc: BaseException) -> tuple[Reason, str]:
-    """Map any exception to a reason and a short detail. The detail is type + message, one line."""
+def classify(exc: BaseException, errors: Mapping[str, Reason] | None = None) -> tuple[Reason, str]:
+    """Map any exception to a reason and a short detail (type + message, one line). ``errors`` is the
+    probe's own map of client-library exception class names to reasons (its spec's ``errors``)."""
     if isinstance(exc, ProbeFailure):
         return exc.reason, exc.detail
-    reason = _reason_for(exc)
+    reason = _reason_for(exc, errors or {})
     text = " ".join(str(exc).split())[:300]
     return reason, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _reason_for(exc: BaseException) -> Reason:
+def _reason_for(exc: BaseException, errors: Mapping[str, Reason]) -> Reason:
     # Most specific first. Library exception classes are matched by name so this module stays free of
-    # optional imports; each backend module may raise ProbeFailure itself for finer cases.
-    names = {cls.__name__ for cls in type(exc).__mro__}
+    # optional imports; a probe's own names (its spec's ``errors``) come right after timeouts.
+    mro = [cls.__name__ for cls in type(exc).__mro__]
+    names = set(mro)
     if isinstance(exc, TimeoutError) or names & {"ServerTimeoutError", "ReqlTimeoutError", "TimeoutError"}:
         return Reason.TIMEOUT
-    if names & {
-        "AuthenticationError",
-        "AuthenticationWrongNumberOfArgsError",
-        "ReqlAuthError",
-        "InvalidPasswordError",
-        "InvalidAuthorizationSpecificationError",
-        "AuthenticationException",
-    }:
-        return Reason.AUTH_FAILED
+    for name in mro:
+        if name in errors:
+            return errors[name]
     # Client libraries wrap the handshake's ssl.SSLError in their own connection errors (redis
     # ConnectionError, rethinkdb ReqlDriverError, elastic_transport TlsError): look down the chain.
     if _caused_by(exc, ssl.SSLError) or names & {

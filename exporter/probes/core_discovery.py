@@ -7,47 +7,58 @@ PlaceOS keeps routing to them (internals §1.2), so a stale entry is a failure e
 
 from __future__ import annotations
 
-from exporter.probes import api
-from exporter.probes import etcd as etcd_probe
-from exporter.probes import redis as redis_probe
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure
-from exporter.reasons import Reason
-from exporter.settings import Era
+from dataclasses import dataclass
+
+from exporter.model.metric import MetricSpec
+from exporter.model.vocabulary import Era, ProbeName, Reason
+from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure, ProbeSpec, Samples
+from exporter.probes.clients import redis as redis_client
+from exporter.probes.clients.etcd_gateway import connect, core_prefix
+from exporter.probes.clients.rest_api import ENGINE, api_get, has_credentials
+
+CORE_STATES = ("live", "stale")
+
+
+@dataclass(frozen=True)
+class CoreFacts:
+    live: int
+    stale: int
+    unanswered: int | None = None  # registered cores the API's cluster route drops (None: not asked)
 
 
 async def registrations(ctx: ProbeContext) -> dict[str, int]:
     """Live and stale core registrations, from wherever this era keeps them."""
     if ctx.era is Era.C:
-        conn = redis_probe.client(ctx.cluster.redis, ctx.timeout)
+        conn = redis_client.client(ctx.cluster.redis, ctx.timeout)
         try:
-            return await redis_probe.core_registrations(conn)
+            return await redis_client.core_registrations(conn)
         finally:
-            await redis_probe.close(conn, ctx)
-    gateway = await etcd_probe.connect(ctx)
-    live = await gateway.count_prefix(etcd_probe.core_prefix(ctx.cluster.etcd))
+            await redis_client.close(conn, ctx)
+    gateway = await connect(ctx)
+    live = await gateway.count_prefix(core_prefix(ctx.cluster.etcd))
     return {"live": live, "stale": 0}
 
 
 async def unanswered(ctx: ProbeContext) -> list[str]:
     """Cores in discovery that do not answer the API's cluster route: rest-api silently drops a core
     whose status request fails, so compare the list without and with status (internals §11.1)."""
-    status, listed, _ = await api.api_get(ctx, f"{api.ENGINE}/cluster?include_status=false")
-    status_full, answered, _ = await api.api_get(ctx, f"{api.ENGINE}/cluster?include_status=true")
+    status, listed, _ = await api_get(ctx, f"{ENGINE}/cluster?include_status=false")
+    status_full, answered, _ = await api_get(ctx, f"{ENGINE}/cluster?include_status=true")
     if status != 200 or status_full != 200 or not isinstance(listed, list) or not isinstance(answered, list):
         return []  # the API's own trouble is the api/login probes' to report
     ids = {str(c.get("id")) for c in answered if isinstance(c, dict)}
     return [str(c.get("id")) for c in listed if isinstance(c, dict) and str(c.get("id")) not in ids]
 
 
-async def probe(ctx: ProbeContext) -> Outcome:
+async def run(ctx: ProbeContext) -> Outcome:
     counts = await registrations(ctx)
-    facts: dict[str, object] = {"cores_live": counts["live"], "cores_stale": counts["stale"]}
-    if ctx.cluster.api.url and api.has_credentials(ctx.cluster.api) and counts["live"]:
+    facts = CoreFacts(counts["live"], counts["stale"])
+    if ctx.cluster.api.url and has_credentials(ctx.cluster.api) and counts["live"]:
         try:
             silent = await unanswered(ctx)
         except Exception:  # the API unreachable or failing is the api/login probes' to report
             silent = []
-        facts["cores_unanswered"] = len(silent)
+        facts = CoreFacts(counts["live"], counts["stale"], len(silent))
         if silent:
             raise ProbeFailure(
                 Reason.CORE_UNREACHABLE, f"core(s) registered but not answering the API: {', '.join(silent)}", facts
@@ -62,3 +73,22 @@ async def probe(ctx: ProbeContext) -> Outcome:
             facts,
         )
     return Outcome(Reason.OK, f"{counts['live']} live core(s) in {where}", facts)
+
+
+def _instances(facts: CoreFacts | None, _: object) -> Samples:
+    yield ("live",), float("nan") if facts is None else float(facts.live)
+    yield ("stale",), float("nan") if facts is None else float(facts.stale)
+
+
+SPEC = ProbeSpec(
+    name=ProbeName.CORE_DISCOVERY,
+    run=run,
+    checks="a live core is registered (etcd in eras A/B, Redis in C), none stale, each answering the API",
+    facts=CoreFacts,
+    metrics=(
+        MetricRow(MetricSpec("placeos_core_instances", "gauge",
+                             "Core registrations: live, or stale (era C lookup entries whose live key expired).",
+                             ("state",), {"state": CORE_STATES}), _instances),
+    ),
+    errors=redis_client.ERRORS,
+)  # fmt: skip

@@ -16,14 +16,28 @@ compile and so has no binary); the metrics layer caps it at 100 values with an o
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from exporter.probes.api import ENGINE, api_get, fail_for
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure
-from exporter.reasons import Reason
+from exporter.model.metric import MetricSpec
+from exporter.model.vocabulary import ProbeName, Reason
+from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure, ProbeSpec, Samples
+from exporter.probes.clients.rest_api import ENGINE, api_get, can_log_in, fail_for
 
 MAX_COMPILE_CONFIRMATIONS = 20  # lookups per run at most; more failures are reported unconfirmed
+DRIVER_STATES = ("running", "down", "failed_compile")
+DRIVER_LABEL_CAP = 100  # per-driver series at most; the rest fold into driver="other"
+DRIVER_OVERFLOW = "other"
+
+
+@dataclass(frozen=True)
+class DriverFacts:
+    running: int
+    down: int
+    failed_compile: int
+    up: dict[str, int] = field(default_factory=dict)  # driver -> 1/0
+    launches: dict[str, int] = field(default_factory=dict)  # driver -> launch_count summed over cores
 
 
 async def cluster_status(ctx: ProbeContext) -> list[dict[str, Any]]:
@@ -46,7 +60,7 @@ async def still_failing(ctx: ProbeContext, name: str) -> bool:
     return True
 
 
-async def probe(ctx: ProbeContext) -> Outcome:
+async def run(ctx: ProbeContext) -> Outcome:
     cores = await cluster_status(ctx)
     previous: dict[str, int] = ctx.state.get("launches", {})
     launches: dict[str, int] = {}
@@ -85,16 +99,64 @@ async def probe(ctx: ProbeContext) -> Outcome:
             up[name] = 0
     failed += sorted(unavailable)[MAX_COMPILE_CONFIRMATIONS:]
     ctx.state["launches"] = launches
-    facts = {
-        "drivers_running": sum(1 for k, v in up.items() if v and k in launches),
-        "drivers_down": len(down) + len(crashed),
-        "drivers_failed_compile": len(failed),
-        "driver_up": up,
-        "driver_launches": launches,
-    }
+    facts = DriverFacts(
+        running=sum(1 for k, v in up.items() if v and k in launches),
+        down=len(down) + len(crashed),
+        failed_compile=len(failed),
+        up=up,
+        launches=launches,
+    )
     problems = [f"failed to compile: {', '.join(failed)}"] if failed else []
     problems += [f"down with modules: {', '.join(down)}"] if down else []
     problems += [f"relaunched since last run (crash): {', '.join(crashed)}"] if crashed else []
     if problems:
         raise ProbeFailure(Reason.DRIVER_ERROR, "; ".join(problems)[:300], facts)
-    return Outcome(Reason.OK, f"{facts['drivers_running']} drivers running on {len(cores)} core(s)", facts)
+    return Outcome(Reason.OK, f"{facts.running} drivers running on {len(cores)} core(s)", facts)
+
+
+def _states(facts: DriverFacts | None, _: object) -> Samples:
+    for state in DRIVER_STATES:
+        yield (state,), float("nan") if facts is None else float(getattr(facts, state))
+
+
+def _capped(facts: DriverFacts | None) -> tuple[dict[str, int], dict[str, int]]:
+    """(up, launches) per driver label: the first DRIVER_LABEL_CAP names in sorted order, the rest
+    folded into ``other`` (down if any folded driver is down, launches summed)."""
+    if facts is None:
+        return {}, {}
+    names = sorted(set(facts.up) | set(facts.launches))
+    up = {n: facts.up[n] for n in names[:DRIVER_LABEL_CAP] if n in facts.up}
+    launches = {n: facts.launches.get(n, 0) for n in names[:DRIVER_LABEL_CAP]}
+    rest = names[DRIVER_LABEL_CAP:]
+    if rest:
+        up[DRIVER_OVERFLOW] = min(facts.up.get(n, 1) for n in rest)
+        launches[DRIVER_OVERFLOW] = sum(facts.launches.get(n, 0) for n in rest)
+    return up, launches
+
+
+def _up(facts: DriverFacts | None, _: object) -> Samples:
+    return (((name,), float(value)) for name, value in _capped(facts)[0].items())
+
+
+def _launches(facts: DriverFacts | None, _: object) -> Samples:
+    return (((name,), float(value)) for name, value in _capped(facts)[1].items())
+
+
+SPEC = ProbeSpec(
+    name=ProbeName.DRIVERS,
+    run=run,
+    checks="no driver failed to compile, is down with modules assigned, or relaunched since the last run",
+    enabled_by=can_log_in,
+    needs="api.url and a credential with the cluster scope",
+    facts=DriverFacts,
+    metrics=(
+        MetricRow(MetricSpec("placeos_drivers", "gauge", "Drivers by state, from the cluster routes.",
+                             ("state",), {"state": DRIVER_STATES}), _states),
+        MetricRow(MetricSpec("placeos_driver_up", "gauge",
+                             f"1 if the driver runs with its modules; capped at {DRIVER_LABEL_CAP} drivers, rest in "
+                             "'other'.", ("driver",)), _up),
+        MetricRow(MetricSpec("placeos_driver_launches_total", "counter",
+                             "Driver process launches reported by core (launch_count); a rising rate is a crash loop.",
+                             ("driver",)), _launches),
+    ),
+)  # fmt: skip

@@ -1,82 +1,52 @@
 """Elasticsearch probe: cluster health as search-ingest reads it (internals §4).
 
 ``GET /_cluster/health``: green or yellow = healthy, red or an error = down; the colour becomes
-``placeos_elasticsearch_cluster_status``. PlaceOS ran Elasticsearch 7.17 and 8.x. Not through the
-official client (README "Elasticsearch: aiohttp, not the official client"): the 8.x client rewrites
-every ``application/json`` header to ``compatible-with=8``, which 7.x servers reject, and its transport
-reads every body whole. We send plain ``application/json``, which both majors accept, over the probes'
-aiohttp session, read at most MAX_BODY_BYTES, and make the client's product check ourselves.
+``placeos_elasticsearch_cluster_status``. PlaceOS ran Elasticsearch 7.17 and 8.x.
 """
 
 from __future__ import annotations
 
-import base64
-from typing import Any
+from dataclasses import dataclass
 
-import aiohttp
+from exporter.model.metric import MetricSpec
+from exporter.model.vocabulary import ProbeName, Reason
+from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure, ProbeSpec, Samples
+from exporter.probes.clients.elasticsearch import request
 
-from exporter.probes.base import (
-    Outcome,
-    ProbeContext,
-    ProbeFailure,
-    http_status_reason,
-    parse_json,
-    read_bounded,
-    ssl_context,
-)
-from exporter.reasons import Reason
-from exporter.settings import ElasticsearchSettings
-
-PLAIN_JSON = {"accept": "application/json", "content-type": "application/json"}
-PRODUCT_HEADER = "X-Elastic-Product"
+ES_COLORS = ("green", "yellow", "red")
 
 
-def url(settings: ElasticsearchSettings) -> str:
-    """ELASTIC_URI wins; otherwise scheme from ELASTIC_TLS plus host and port (internals §4)."""
-    if settings.uri:
-        return settings.uri.rstrip("/")
-    return f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
+@dataclass(frozen=True)
+class ElasticsearchFacts:
+    status: str  # green | yellow | red
+    nodes: int
 
 
-def auth_headers(settings: ElasticsearchSettings) -> dict[str, str]:
-    if settings.api_key:
-        return {"authorization": f"ApiKey {settings.api_key.get_secret_value()}"}
-    if settings.username:
-        password = settings.password.get_secret_value() if settings.password else ""
-        token = base64.b64encode(f"{settings.username}:{password}".encode()).decode()
-        return {"authorization": f"Basic {token}"}
-    return {}
-
-
-async def request(ctx: ProbeContext, settings: ElasticsearchSettings, method: str, path: str) -> Any:
-    """One request with plain JSON media types over the probes' HTTP session; status, product header
-    and body checked, the body read through ``read_bounded`` (never more than MAX_BODY_BYTES)."""
-    base = url(settings)
-    tls = ssl_context(settings) if base.startswith("https") else False
-    timeout = aiohttp.ClientTimeout(total=ctx.remaining())
-    headers = PLAIN_JSON | auth_headers(settings)
-    async with ctx.http.request(method, base + path, headers=headers, ssl=tls, timeout=timeout) as resp:
-        body = parse_json(await read_bounded(resp))
-        status, product = resp.status, resp.headers.get(PRODUCT_HEADER)
-    if not 200 <= status < 300:
-        error = body.get("error") if isinstance(body, dict) else None
-        kind = error.get("type", "") if isinstance(error, dict) else ""
-        raise ProbeFailure(http_status_reason(status), f"{path}: HTTP {status} {kind}".rstrip())
-    if product != "Elasticsearch":
-        # What the official client's product check refuses: not Elasticsearch, or a proxy's answer.
-        raise ProbeFailure(Reason.PROTOCOL_ERROR, f"{path}: answer lacks {PRODUCT_HEADER}: Elasticsearch")
-    if not isinstance(body, dict | list):
-        raise ProbeFailure(Reason.PROTOCOL_ERROR, f"{path}: answer is not JSON")
-    return body
-
-
-async def probe(ctx: ProbeContext) -> Outcome:
-    settings = ctx.cluster.elasticsearch
-    health = await request(ctx, settings, "GET", "/_cluster/health")
+async def run(ctx: ProbeContext) -> Outcome:
+    health = await request(ctx, ctx.cluster.elasticsearch, "GET", "/_cluster/health")
     status = health.get("status") if isinstance(health, dict) else None
-    if status not in ("green", "yellow", "red"):
+    if status not in ES_COLORS:
         raise ProbeFailure(Reason.PROTOCOL_ERROR, "/_cluster/health: no status colour")
-    facts = {"status": status, "nodes": int(health.get("number_of_nodes", 0))}
+    facts = ElasticsearchFacts(str(status), int(health.get("number_of_nodes", 0)))
     if status == "red":
         raise ProbeFailure(Reason.UNHEALTHY, "cluster health is red: some primary shards are unassigned", facts)
     return Outcome(Reason.OK, f"cluster health {status}", facts)
+
+
+def _colors(facts: ElasticsearchFacts | None, _: object) -> Samples:
+    for color in ES_COLORS:
+        yield (color,), float("nan") if facts is None else float(facts.status == color)
+
+
+SPEC = ProbeSpec(
+    name=ProbeName.ELASTICSEARCH,
+    run=run,
+    checks="cluster health is green or yellow",
+    section="elasticsearch",
+    facts=ElasticsearchFacts,
+    metrics=(
+        MetricRow(MetricSpec("placeos_elasticsearch_cluster_status", "gauge",
+                             "State set of Elasticsearch cluster health colours.", ("color",), {"color": ES_COLORS}),
+                  _colors),
+    ),
+)  # fmt: skip

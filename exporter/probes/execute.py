@@ -3,7 +3,7 @@
 ``POST /api/engine/v2/systems/<sys>/<Mod>_<idx>/<fn>`` with a JSON array of arguments, as Backoffice
 does. Configure an idempotent, read-only function (a status getter): the probe runs it on every
 cycle. Failures are classified by status and the ``error``/``message`` of the body exactly as
-rest-api words them (internals §1.4, §5.3, ``placeos.EXECUTE_ERRORS``).
+rest-api words them (internals §1.4, §5.3, ``model.placeos.EXECUTE_ERRORS``).
 
 PlaceOS retries a failing core request with back-off (10 retries up to 40 s apart in eras A/B, 4 in
 C), so a registered core that does not answer can hold the request for minutes. The probe's deadline
@@ -14,35 +14,32 @@ tells whether a stale or unreachable core is why.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import quote
 
-from exporter.placeos import EXECUTE_ERRORS
-from exporter.probes.api import (
+from exporter.model.vocabulary import ProbeName, Reason
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec
+from exporter.probes.clients.bounded import parse_json, read_bounded
+from exporter.probes.clients.rest_api import (
     ENGINE,
     base_url,
+    classify_error,
     credential_headers,
     error_text,
+    module_configured,
     request_headers,
     timeout,
     tls,
 )
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, http_status_reason, parse_json, read_bounded
-from exporter.reasons import Reason
+from exporter.settings import ClusterConfig
 
 
-def classify_error(status: int, body: Any) -> Reason:
-    """The reason for a failed execute, from its body first and its status second."""
-    text = error_text(body).lower()
-    for marker, reason in EXECUTE_ERRORS:
-        if marker in text:
-            return Reason(reason)
-    if status == 401:
-        return Reason.AUTH_FAILED
-    return http_status_reason(status)
+@dataclass(frozen=True)
+class ExecuteFacts:
+    status: int  # the HTTP status of the execute
 
 
-async def probe(ctx: ProbeContext) -> Outcome:
+async def run(ctx: ProbeContext) -> Outcome:
     settings = ctx.cluster.api
     path = (
         f"{ENGINE}/systems/{quote(settings.system_id or '')}/{quote(settings.module or '')}"
@@ -57,6 +54,23 @@ async def probe(ctx: ProbeContext) -> Outcome:
         status = resp.status
     body = parse_json(raw)
     if 200 <= status < 300:
-        return Outcome(Reason.OK, f"{settings.module}.{settings.function} answered {status}", {"status": status})
+        return Outcome(Reason.OK, f"{settings.module}.{settings.function} answered {status}", ExecuteFacts(status))
     detail = f"execute: HTTP {status} {error_text(body)}".rstrip()
-    raise ProbeFailure(classify_error(status, body), detail, {"status": status})
+    raise ProbeFailure(classify_error(status, body), detail, ExecuteFacts(status))
+
+
+def _configured(c: ClusterConfig) -> bool:
+    return module_configured(c) and bool(c.api.function)
+
+
+SPEC = ProbeSpec(
+    name=ProbeName.EXECUTE,
+    run=run,
+    checks="the configured (idempotent) function executes, as Backoffice runs it",
+    enabled_by=_configured,
+    needs="api.url, a credential, api.system_id, api.module and api.function",
+    # The execute path waits on PlaceOS's own core-client retries (internals §5.3): more time than a
+    # backend ping; still capped below the interval.
+    timeout=12.0,
+    facts=ExecuteFacts,
+)

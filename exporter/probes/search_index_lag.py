@@ -9,22 +9,30 @@ can make an index hold more documents than its table has rows (a negative value)
 
 from __future__ import annotations
 
-from exporter.placeos import SEARCH_INDICES
-from exporter.probes import elasticsearch as es
-from exporter.probes import postgres, rethinkdb
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure
-from exporter.reasons import Reason
-from exporter.settings import Era
+from dataclasses import dataclass, field
+
+from exporter.model.metric import MetricSpec
+from exporter.model.placeos import SEARCH_INDICES
+from exporter.model.vocabulary import Era, ProbeName, Reason
+from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure, ProbeSpec, Samples
+from exporter.probes.clients import postgres, rethinkdb
+from exporter.probes.clients.elasticsearch import request
+from exporter.settings import ClusterConfig
 
 
-async def probe(ctx: ProbeContext) -> Outcome:
+@dataclass(frozen=True)
+class LagFacts:
+    lag: dict[str, int] = field(default_factory=dict)  # index -> rows minus documents
+
+
+async def run(ctx: ProbeContext) -> Outcome:
     count_rows = rethinkdb.count_rows if ctx.era is Era.A else postgres.count_rows
     rows = await count_rows(ctx, SEARCH_INDICES)
     settings = ctx.cluster.elasticsearch
     lag: dict[str, int] = {}
     for index, row_count in rows.items():
         try:
-            answer = await es.request(ctx, settings, "GET", f"/{index}/_count")
+            answer = await request(ctx, settings, "GET", f"/{index}/_count")
             docs = int(answer.get("count", 0))
         except ProbeFailure as exc:
             if exc.reason is not Reason.NOT_FOUND:  # a missing index holds no documents
@@ -33,4 +41,35 @@ async def probe(ctx: ProbeContext) -> Outcome:
         lag[index] = row_count - docs
     behind = {i: n for i, n in lag.items() if n > 0}
     detail = f"{len(lag)} indices counted" + (f"; behind: {behind}" if behind else "")
-    return Outcome(Reason.OK, detail, {"index_lag": lag})
+    return Outcome(Reason.OK, detail, LagFacts(lag))
+
+
+def _lag(facts: LagFacts | None, last_ok: LagFacts | None) -> Samples:
+    """Indices seen once stay present; while counting fails their lag is unknown (NaN)."""
+    lag = facts.lag if facts else {}
+    known = last_ok.lag if last_ok else {}
+    for index in SEARCH_INDICES:
+        if index in lag or index in known:
+            yield (index,), float(lag[index]) if index in lag else float("nan")
+
+
+def _interval(c: ClusterConfig) -> float:
+    return c.elasticsearch.index_lag_interval
+
+
+SPEC = ProbeSpec(
+    name=ProbeName.SEARCH_INDEX_LAG,
+    run=run,
+    checks="database rows minus search documents, per PlaceOS index (search-ingest keeping up)",
+    needs_probes=(ProbeName.ELASTICSEARCH,),
+    needs="the elasticsearch probe",
+    timeout=30.0,
+    interval=_interval,
+    facts=LagFacts,
+    errors={**postgres.ERRORS, **rethinkdb.ERRORS},
+    metrics=(
+        MetricRow(MetricSpec("placeos_search_index_lag_documents", "gauge",
+                             "Database rows minus search documents per PlaceOS index (search-ingest lag).",
+                             ("index",), {"index": SEARCH_INDICES}), _lag),
+    ),
+)  # fmt: skip

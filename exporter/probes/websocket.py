@@ -9,15 +9,25 @@ message like the execute probe (no core instances, etcd, core unreachable).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from exporter.probes.api import ENGINE, base_url, credential_headers, module_parts, request_headers, tls
-from exporter.probes.base import MAX_BODY_BYTES, Outcome, ProbeContext, ProbeFailure, close_within, http_status_reason
-from exporter.probes.execute import classify_error
-from exporter.reasons import Reason
+from exporter.model.vocabulary import ProbeName, Reason
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec
+from exporter.probes.clients.bounded import MAX_BODY_BYTES, close_within, http_status_reason
+from exporter.probes.clients.rest_api import (
+    ENGINE,
+    base_url,
+    classify_error,
+    credential_headers,
+    module_configured,
+    module_parts,
+    request_headers,
+    tls,
+)
 
 # error_code -> reason (internals §5.4: 0 parse_error ... 7 unexpected_failure).
 ERROR_CODES: dict[int, Reason] = {
@@ -72,7 +82,12 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, want_id: int | None, kind
             raise ProbeFailure(Reason.PROTOCOL_ERROR, "websocket: transport error")
 
 
-async def probe(ctx: ProbeContext) -> Outcome:
+@dataclass(frozen=True)
+class WebSocketFacts:
+    steps: int  # bind, notify, exec, pong: how far the session got
+
+
+async def run(ctx: ProbeContext) -> Outcome:
     settings = ctx.cluster.api
     name, index = module_parts(settings.module or "")
     headers = request_headers(settings) | await credential_headers(ctx)
@@ -104,4 +119,15 @@ async def probe(ctx: ProbeContext) -> Outcome:
         steps.append("pong")
     finally:
         await close_within(ws.close(), 1.0)
-    return Outcome(Reason.OK, f"websocket {' + '.join(steps)} ok", {"steps": len(steps)})
+    return Outcome(Reason.OK, f"websocket {' + '.join(steps)} ok", WebSocketFacts(len(steps)))
+
+
+SPEC = ProbeSpec(
+    name=ProbeName.WEBSOCKET,
+    run=run,
+    checks="a control session binds a status, gets its notify, execs the function and pongs",
+    enabled_by=module_configured,
+    needs="api.url, a credential, api.system_id and api.module",
+    timeout=12.0,  # the exec waits on core retries, as execute does
+    facts=WebSocketFacts,
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from exporter.settings import Era
+from exporter.model.vocabulary import Era
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 

@@ -8,20 +8,20 @@ deadline below its interval; an overrunning probe is cancelled and recorded as `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
 from exporter import log
-from exporter.era import era_of
-from exporter.probes import PROBES, enabled_probes
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, classify
-from exporter.reasons import Reason
-from exporter.settings import ClusterConfig, Era, ProbeName, Settings
-from exporter.snapshot import ClusterSnapshot, ProbeResult, Snapshot
+from exporter.model.vocabulary import Era, Reason
+from exporter.probes import REGISTRY, enabled_probes
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec, classify
+from exporter.runtime.era import era_of
+from exporter.runtime.schedule import schedule
+from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult, Snapshot
+from exporter.settings import ClusterConfig, Settings
 
 # How often an ``era: auto`` cluster whose API could not be asked is asked again.
 ERA_RETRY_SECONDS = 60.0
@@ -49,14 +49,21 @@ def new_http_session() -> aiohttp.ClientSession:
 class Scheduler:
     """Runs the probes of every cluster and records their results in the snapshot."""
 
-    def __init__(self, settings: Settings, snapshot: Snapshot, detect_era: EraDetector | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        snapshot: Snapshot,
+        detect_era: EraDetector | None = None,
+        registry: Sequence[ProbeSpec] = REGISTRY,
+    ) -> None:
         self.settings = settings
+        self.registry = {spec.name: spec for spec in registry}
         self.snapshot = snapshot
         self.detect_era = detect_era
         self.log = log.get()
         self.http: aiohttp.ClientSession | None = None
         self.tasks: dict[str, list[asyncio.Task[None]]] = {}
-        self.state: dict[tuple[str, ProbeName], dict[str, object]] = {}
+        self.state: dict[tuple[str, str], dict[str, object]] = {}
         self.shared: dict[str, dict[str, object]] = {}
         self.first_round = asyncio.Event()
         for cluster in settings.clusters:
@@ -72,7 +79,7 @@ class Scheduler:
             if cs.era is None:
                 era = Era(cluster.era) if cluster.era != "auto" else cluster.inferred_era()
                 cs.set_era(era, "configured" if cluster.era != "auto" else "fallback")
-                cs.set_enabled(enabled_probes(cluster, era))
+                cs.set_enabled(enabled_probes(cluster, era, tuple(self.registry.values())))
         for cluster in self.settings.clusters:
             self.tasks[cluster.name] = [asyncio.create_task(self._cluster_main(cluster), name=f"era:{cluster.name}")]
 
@@ -151,7 +158,7 @@ class Scheduler:
             self.log.info(
                 "cluster %s: era %s (%s%s)", cluster.name, era, source, f", platform {version}" if version else ""
             )
-        cs.set_enabled(enabled_probes(cluster, era))
+        cs.set_enabled(enabled_probes(cluster, era, tuple(self.registry.values())))
 
     async def _detect_version(self, cluster: ClusterConfig) -> str | None:
         if self.detect_era is None or not cluster.api.url or self.http is None:
@@ -166,8 +173,8 @@ class Scheduler:
             return None
 
     # -- per probe ---------------------------------------------------------------------------------
-    async def _probe_loop(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> None:
-        interval, _ = self.settings.schedule(cluster, probe)
+    async def _probe_loop(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: str) -> None:
+        interval, _ = schedule(self.settings, cluster, self.registry[probe])
         loop = asyncio.get_running_loop()
         # A first result quickly (readiness), then a steady period on a random phase of the interval, so
         # the probes of many clusters spread over the whole interval instead of bunching (bench "scale").
@@ -181,22 +188,22 @@ class Scheduler:
             if next_run < loop.time():  # overran (cannot happen with timeout < interval): stay steady
                 next_run = loop.time() + interval
 
-    async def _run_and_record(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> None:
+    async def _run_and_record(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: str) -> None:
         result = await self.run_probe(cluster, cs, probe)
         previous = cs.probes[probe].reason
-        if cs.record(result):
+        if cs.record(result):  # the snapshot re-diagnoses the cluster when the result changes it
             self._log_change(cluster.name, result, previous)
         if not self.first_round.is_set() and all(s.last for c in self.snapshot.clusters.values() for s in c.enabled()):
             self.first_round.set()
 
-    async def run_probe(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: ProbeName) -> ProbeResult:
+    async def run_probe(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: str) -> ProbeResult:
         """One run under a hard deadline; never raises (except cancellation of the caller)."""
         assert self.http is not None
-        _, timeout = self.settings.schedule(cluster, probe)
+        spec = self.registry[probe]
+        _, timeout = schedule(self.settings, cluster, spec)
         loop = asyncio.get_running_loop()
         ctx = ProbeContext(
             cluster=cluster,
-            probe=probe,
             era=cs.era or cluster.inferred_era(),
             timeout=timeout,
             deadline=loop.time() + timeout,
@@ -207,13 +214,13 @@ class Scheduler:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                outcome = await PROBES[probe](ctx)
+                outcome = await spec.run(ctx)
         except TimeoutError:
             outcome = Outcome(Reason.TIMEOUT, f"no answer within {timeout:g}s")
         except ProbeFailure as exc:
             outcome = Outcome(exc.reason, exc.detail, exc.facts)
         except Exception as exc:
-            reason, detail = classify(exc)
+            reason, detail = classify(exc, spec.errors)
             outcome = Outcome(reason, detail)
         duration = time.perf_counter() - started
         return ProbeResult(probe, outcome.reason, log.REDACT(outcome.detail), duration, time.time(), outcome.facts)
@@ -237,11 +244,3 @@ class Scheduler:
                 previous,
                 extra=extra,
             )
-
-
-async def wait_first_round(scheduler: Scheduler, timeout: float) -> bool:
-    """True once every enabled probe has a result (readiness), False on timeout."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(scheduler.first_round.wait(), timeout)
-        return True
-    return False

@@ -1,19 +1,22 @@
-"""The snapshot: latest result per probe, a short history, counters. The only shared state (design §1).
+"""The snapshot: latest result per probe, a short history, counters and the diagnosis. The only shared
+state (design §1).
 
-Only the scheduler writes it; /metrics, /diagnose, the status page and ``check`` read it. Every write
-bumps ``version`` so readers can cache what they render from it.
+Only the scheduler writes it; /metrics, /diagnose, the status page and ``check`` read it. The diagnosis
+is computed here, once, when a result changes it (not by each reader), and every write bumps
+``version`` so readers can cache what they render from it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.probes.base import Facts
-from exporter.reasons import Reason
-from exporter.settings import Era, ProbeName
+from exporter.model.failure_model import SYMPTOMS, Symptom
+from exporter.model.triage import Diagnosis, Observation, diagnose
+from exporter.model.vocabulary import Era, Reason
 
 # placeos_probe_latency_seconds buckets: from a local Redis PING to an execute waiting on core retries.
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -23,12 +26,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 class ProbeResult:
     """One completed probe run."""
 
-    probe: ProbeName
+    probe: str
     reason: Reason
     detail: str
     duration: float
     finished: float  # wall-clock seconds
-    facts: Facts = field(default_factory=dict)
+    facts: Any = None  # the probe's facts dataclass (its spec's ``facts``), or None
 
     @property
     def success(self) -> bool:
@@ -39,7 +42,7 @@ class ProbeResult:
 class ProbeState:
     """Everything known about one probe of one cluster."""
 
-    probe: ProbeName
+    probe: str
     history_size: int
     enabled: bool = True
     last: ProbeResult | None = None
@@ -79,8 +82,10 @@ class ProbeState:
         self.history.append(result)
         return changed
 
-    def fact(self, key: str, default: Any = None) -> Any:
-        return self.last.facts.get(key, default) if self.last else default
+    def observation(self) -> Observation:
+        """What the diagnosis reads: the reason, and the detail of a failure (its evidence)."""
+        failed = self.last is not None and not self.last.success
+        return Observation(self.reason, self.last.detail if failed and self.last else "")
 
 
 @dataclass
@@ -92,25 +97,36 @@ class ClusterSnapshot:
     era: Era | None = None
     era_source: str = "pending"  # "configured", "detected", "fallback"
     platform_version: str = ""
-    probes: dict[ProbeName, ProbeState] = field(default_factory=dict)
+    probes: dict[str, ProbeState] = field(default_factory=dict)
     version: int = 0
+    diagnosis: Diagnosis = field(default_factory=Diagnosis)
+    symptoms: Sequence[Symptom] = field(default=SYMPTOMS, repr=False)  # the failure model it is read with
 
-    def set_enabled(self, enabled: list[ProbeName]) -> None:
+    def set_enabled(self, enabled: list[str]) -> None:
         """Enable exactly these probes; counters of disabled ones are kept for when they return."""
         for name in enabled:
             if name not in self.probes:
                 self.probes[name] = ProbeState(name, self.history_size)
         for name, state in self.probes.items():
             state.enabled = name in enabled
+        self.rediagnose()
         self.version += 1
 
     def enabled(self) -> list[ProbeState]:
         return [s for s in self.probes.values() if s.enabled]
 
     def record(self, result: ProbeResult) -> bool:
-        changed = self.probes[result.probe].record(result)
+        """Add a run; True if its reason changed. The diagnosis follows any change of what it reads."""
+        state = self.probes[result.probe]
+        before = state.observation()
+        changed = state.record(result)
+        if state.observation() != before:
+            self.rediagnose()
         self.version += 1
         return changed
+
+    def rediagnose(self) -> None:
+        self.diagnosis = diagnose({s.probe: s.observation() for s in self.enabled()}, self.symptoms)
 
     def set_era(self, era: Era, source: str, platform_version: str = "") -> None:
         self.era, self.era_source, self.platform_version = era, source, platform_version

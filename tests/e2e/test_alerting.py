@@ -34,7 +34,8 @@ import pytest_asyncio
 import yaml
 from support import RunningExporter, wait_for
 
-from exporter.rules import CAUSE_ALERTS, JOB
+from exporter.generate.alerts import cause_rows
+from exporter.generate.config import DEFAULT
 from exporter.settings import load_settings
 from sandbox.cluster import Sandbox
 from sandbox.ports import free_port
@@ -54,12 +55,15 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),  # the exporter Prometheus scrapes lives for the module
 ]
 
+CAUSE_ALERTS = {c.id: (c.alert.name, c.alert.severity) for c in cause_rows() if c.alert}
+JOB = DEFAULT.job
+
 
 @dataclass(frozen=True)
 class Scenario:
     part: str
     mode: str
-    cause: str  # the root cause (exporter.rules.CAUSE_ALERTS key) whose alert must page
+    cause: str  # the root cause (a cause row carrying an alert) whose alert must page
     inhibited: frozenset[str]  # symptom alerts this break raises, which must show inhibited by the cause
 
     @property

@@ -15,11 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.rules import CAUSE_ALERTS, SYMPTOM_ALERTS, explaining_causes
-from exporter.settings import ProbeName
+from exporter.generate.alerts import cause_rows, symptom_rows
+from exporter.model.triage import explaining_causes
+from exporter.model.vocabulary import ProbeName
 from sandbox.ports import free_port
 from sandbox.procs import Proc
 
+CAUSE_ALERTS = {c.id: (c.alert.name, c.alert.severity) for c in cause_rows() if c.alert}
+SYMPTOM_ALERTS = {s.probe: (s.alert.name, s.alert.summary) for s in symptom_rows() if s.alert}
 ALERTS = Path(__file__).resolve().parents[2] / "alerts"
 needs_tools = pytest.mark.skipif(
     shutil.which("promtool") is None or shutil.which("prometheus-alertmanager") is None,

@@ -15,7 +15,6 @@ one's view. Then Redis is killed and Elasticsearch turned red, and the failure-o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import secrets
@@ -27,7 +26,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -38,8 +36,9 @@ from aiohttp import web
 from standins import ROOT, ElasticsearchStandIn
 from support import RunningExporter, settings_for, wait_for
 
-from exporter.failure_model import CAUSES, impacts_of
-from exporter.metrics import SPECS
+from exporter.expose.metrics import SPECS
+from exporter.generate import dashboards, grafana
+from exporter.model.failure_model import CAUSES, impacts_of
 from sandbox.backends import EtcdServer, PostgresServer, RedisServer
 from sandbox.ports import free_port
 from sandbox.procs import Proc
@@ -69,18 +68,6 @@ GRAFANA_VARS = {
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^{}]*)\}")
 LABEL_VALUES = re.compile(r"label_values\((?P<match>.+),\s*(?P<label>\w+)\)")
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
-
-
-def load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("placeos_dashboards_build", DASHBOARDS / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-BUILD = load_builder()
 
 
 def boards() -> dict[str, Json]:
@@ -113,7 +100,7 @@ def all_queries() -> list[Query]:
     out = []
     for name, board in boards().items():
         for panel in panels_of(board):
-            maybe_empty = BUILD.MAYBE_EMPTY in panel.get("description", "")
+            maybe_empty = grafana.MAYBE_EMPTY in panel.get("description", "")
             for t in panel["targets"]:
                 out.append(Query(name, panel["title"], panel["type"], t["refId"], t["expr"], maybe_empty))
     return out
@@ -122,11 +109,9 @@ def all_queries() -> list[Query]:
 # ------------------------------------------------------------------------------------- static checks
 
 
-def test_committed_json_is_the_builders_output() -> None:
-    for name, text in BUILD.built().items():
-        committed = (DASHBOARDS / name).read_text(encoding="utf-8")
-        assert committed == text, f"dashboards/{name} is stale: run .venv/bin/python dashboards/build.py"
-    assert set(BUILD.built()) == set(FILES) == {p.name for p in DASHBOARDS.glob("*.json")}
+def test_every_dashboard_file_is_generated() -> None:
+    # Their content is checked with every generated file (tests/unit/test_docs_fresh.py).
+    assert set(dashboards.built()) == set(FILES) == {p.name for p in DASHBOARDS.glob("*.json")}
 
 
 def test_dashboard_conventions() -> None:
@@ -165,7 +150,7 @@ def test_dashboard_conventions() -> None:
                 check_expr(target["expr"], where)
             for link in links_of(panel):
                 url = link["url"]
-                if url.startswith(BUILD.RUNBOOK + "#") and "${" not in url:
+                if url.startswith(grafana.RUNBOOK + "#") and "${" not in url:
                     assert url.split("#", 1)[1] in anchors, f"{where}: runbook anchor of {url} does not exist"
     # The root-cause table links each cause to its runbook section by the cause id.
     assert {c for c in CAUSES if c != "none"} <= anchors

@@ -52,10 +52,10 @@ from hostile_servers import (
 from standins import ElasticsearchStandIn, RethinkDBStandIn
 from support import RunningExporter, Samples, parse, settings_for
 
-from exporter.placeos import KEY_TABLES
-from exporter.scheduler import Scheduler, new_http_session
-from exporter.settings import ProbeName
-from exporter.snapshot import Snapshot
+from exporter.model.placeos import KEY_TABLES
+from exporter.model.vocabulary import ProbeName
+from exporter.runtime.scheduler import Scheduler, new_http_session
+from exporter.runtime.snapshot import Snapshot
 from sandbox.backends import EtcdServer, PostgresServer, RedisServer, start_etcd, start_postgres, start_redis
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,9 +23,9 @@ from typing import Any
 
 from support import settings_for
 
-from exporter.scheduler import Scheduler, new_http_session
-from exporter.settings import ProbeName
-from exporter.snapshot import Snapshot
+from exporter.model.vocabulary import ProbeName
+from exporter.runtime.scheduler import Scheduler, new_http_session
+from exporter.runtime.snapshot import Snapshot
 from sandbox.backends import EtcdServer, RedisServer
 from sandbox.ports import free_port
 

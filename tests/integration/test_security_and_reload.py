@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from support import parse, wait_for
 
-from exporter.webconfig import hash_password
+from exporter.expose.webconfig import hash_password
 from sandbox.backends import RedisServer, _make_tls
 from sandbox.ports import free_port
 from sandbox.procs import Proc

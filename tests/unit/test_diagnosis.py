@@ -11,9 +11,9 @@ from itertools import combinations
 
 import pytest
 
-from exporter.diagnosis import Observation, diagnose
-from exporter.reasons import Reason as R
-from exporter.settings import ProbeName as P
+from exporter.model.triage import Observation, diagnose
+from exporter.model.vocabulary import ProbeName as P
+from exporter.model.vocabulary import Reason as R
 
 USER_PATH = (P.API_HEALTH, P.LOGIN, P.SYSTEMS_LIST, P.MODULE_FUNCTIONS, P.EXECUTE, P.WEBSOCKET,
              P.CORE_DISCOVERY, P.DRIVERS, P.TRIGGERS_HEALTH)  # fmt: skip

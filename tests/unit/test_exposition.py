@@ -15,12 +15,16 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.diagnosis import Observation, diagnose
-from exporter.exposition import faster
-from exporter.metrics import ClusterCollector, ExporterCollector
-from exporter.reasons import Reason
-from exporter.settings import Era, ProbeName
-from exporter.snapshot import ClusterSnapshot, ProbeResult
+from exporter.expose.exposition import faster
+from exporter.expose.metrics import ClusterCollector, ExporterCollector
+from exporter.model.vocabulary import Era, ProbeName, Reason
+from exporter.probes.core_discovery import CoreFacts
+from exporter.probes.drivers import DriverFacts
+from exporter.probes.elasticsearch import ElasticsearchFacts
+from exporter.probes.etcd import EtcdFacts
+from exporter.probes.redis import RedisFacts
+from exporter.probes.search_index_lag import LagFacts
+from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult
 
 ACCEPTS = [
     "",
@@ -43,28 +47,27 @@ def busy_cluster() -> ClusterSnapshot:
     probes: list[ProbeName] = [p for p in ProbeName if p is not ProbeName.POSTGRES]
     cluster.set_enabled(probes)
     now = time.time()
-    facts: dict[ProbeName, dict[str, Any]] = {
-        ProbeName.ETCD: {"has_leader": True},
-        ProbeName.REDIS: {"modules_running": 12345678, "modules_truncated": False},
-        ProbeName.CORE_DISCOVERY: {"cores_live": 2},  # cores_stale unknown: NaN
-        ProbeName.ELASTICSEARCH: {"status": "yellow"},
-        ProbeName.SEARCH_INDEX_LAG: {"index_lag": {"sys": -3, "mod": 1e12}},
-        ProbeName.DRIVERS: {"driver_up": {ODD: 0, "ok_driver": 1}, "driver_launches": {ODD: 7}},
+    facts: dict[ProbeName, Any] = {
+        ProbeName.ETCD: EtcdFacts(True, "3.5", "v3"),
+        ProbeName.REDIS: RedisFacts(12345678, 0, 3, False),
+        ProbeName.CORE_DISCOVERY: CoreFacts(2, 0),
+        ProbeName.ELASTICSEARCH: ElasticsearchFacts("yellow", 1),
+        ProbeName.SEARCH_INDEX_LAG: LagFacts({"sys": -3, "mod": int(1e12)}),
+        ProbeName.DRIVERS: DriverFacts(1, 1, 0, {ODD: 0, "ok_driver": 1}, {ODD: 7}),
     }
     reasons = [Reason.OK, Reason.TIMEOUT, Reason.AUTH_FAILED, Reason.OK, Reason.PROTOCOL_ERROR]
     for i, probe in enumerate(probes):
         for run in range(3):
             reason = reasons[(i + run) % len(reasons)]
             duration = [0.0004, 0.2, 7.5][run]
-            cluster.record(ProbeResult(probe, reason, "detail", duration, now + run, facts.get(probe, {})))
+            cluster.record(ProbeResult(probe, reason, "detail", duration, now + run, facts.get(probe)))
     return cluster
 
 
 def registry_for(cluster: ClusterSnapshot) -> CollectorRegistry:
-    d = diagnose({s.probe: Observation(s.reason, "") for s in cluster.enabled()})
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector())
-    registry.register(ClusterCollector(cluster, d))
+    registry.register(ClusterCollector(cluster))
     return registry
 
 

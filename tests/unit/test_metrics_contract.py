@@ -6,13 +6,11 @@ import math
 
 from support import parse
 
-from exporter.diagnosis import Observation, diagnose
-from exporter.failure_model import PAIRS
+from exporter.expose.metrics import CONTRACT, ClusterCollector, ExporterCollector, render
 from exporter.log import Redactor
-from exporter.metrics import CONTRACT, ClusterCollector, ExporterCollector, render
-from exporter.reasons import Reason
-from exporter.settings import Era, ProbeName
-from exporter.snapshot import ClusterSnapshot, ProbeResult
+from exporter.model.failure_model import PAIRS
+from exporter.model.vocabulary import Era, ProbeName, Reason
+from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult
 
 PROBES = [ProbeName.ETCD, ProbeName.REDIS, ProbeName.CORE_DISCOVERY]
 
@@ -21,8 +19,7 @@ def first_scrape() -> dict:
     cs = ClusterSnapshot("default", 10)
     cs.set_era(Era.A, "configured")
     cs.set_enabled(PROBES)
-    d = diagnose({p: Observation(Reason.PENDING) for p in PROBES})
-    body, _ = render([ExporterCollector(), ClusterCollector(cs, d)], None)
+    body, _ = render([ExporterCollector(), ClusterCollector(cs)], None)
     return parse(body.decode())
 
 
@@ -56,7 +53,7 @@ def test_probe_detail_never_becomes_a_label() -> None:
     cs = ClusterSnapshot("default", 10)
     cs.set_enabled([ProbeName.REDIS])
     cs.record(ProbeResult(ProbeName.REDIS, Reason.AUTH_FAILED, "WRONGPASS secret-value-123", 0.01, 1.0))
-    body, _ = render([ClusterCollector(cs, None)], None)
+    body, _ = render([ClusterCollector(cs)], None)
     assert b"secret-value-123" not in body and b"WRONGPASS" not in body
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from exporter.probes.base import MAX_BODY_BYTES
-from exporter.probes.postgres import _Framing
+from exporter.probes.clients.bounded import MAX_BODY_BYTES
+from exporter.probes.clients.postgres import _Framing
 
 
 def message(kind: bytes, body: bytes) -> bytes:

@@ -14,10 +14,9 @@ import time
 import pytest
 from support import settings_for, wait_for
 
-from exporter import web
-from exporter.reasons import Reason
-from exporter.settings import ProbeName
-from exporter.snapshot import ClusterSnapshot, ProbeResult, Snapshot
+from exporter.expose import render_cache, routes
+from exporter.model.vocabulary import ProbeName, Reason
+from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult, Snapshot
 
 PROMETHEUS = (
     "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
@@ -26,11 +25,11 @@ PROMETHEUS = (
 )
 
 
-def state_with_redis() -> tuple[web.AppState, ClusterSnapshot]:
+def state_with_redis() -> tuple[routes.AppState, ClusterSnapshot]:
     cluster = ClusterSnapshot("default", 10)
     cluster.set_enabled([ProbeName.REDIS])
     snapshot = Snapshot({"default": cluster})
-    return web.AppState(settings_for({"era": "C"}), snapshot), cluster
+    return routes.AppState(settings_for({"era": "C"}), snapshot), cluster
 
 
 def land(cluster: ClusterSnapshot, reason: Reason) -> None:
@@ -39,13 +38,13 @@ def land(cluster: ClusterSnapshot, reason: Reason) -> None:
 
 def counting_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = web.render
+    real = render_cache.render
 
     def render(collectors: object, accept: str | None) -> tuple[bytes, str]:
         calls.append(accept or "")
         return real(collectors, accept)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(web, "render", render)
+    monkeypatch.setattr(render_cache, "render", render)
     return calls
 
 

@@ -8,16 +8,17 @@ until the task ends, so a reload or SIGTERM does not sit out STOP_TIMEOUT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from support import settings_for
 
-from exporter import scheduler as scheduler_module
+from exporter.model.vocabulary import ProbeName, Reason
+from exporter.probes import REGISTRY
 from exporter.probes.base import Outcome, ProbeContext
-from exporter.reasons import Reason
-from exporter.scheduler import Scheduler
-from exporter.settings import ProbeName
-from exporter.snapshot import Snapshot
+from exporter.runtime import scheduler as scheduler_module
+from exporter.runtime.scheduler import Scheduler
+from exporter.runtime.snapshot import Snapshot
 
 
 async def test_stop_ends_a_probe_that_swallowed_one_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,9 +36,9 @@ async def test_stop_ends_a_probe_that_swallowed_one_cancellation(monkeypatch: py
         await asyncio.sleep(30)
         return Outcome(Reason.OK, "")
 
-    monkeypatch.setitem(scheduler_module.PROBES, ProbeName.REDIS, stubborn)
     settings = settings_for({"era": "C", "postgres": {"enabled": False}}, interval=60.0, timeout=50.0)
-    scheduler = Scheduler(settings, Snapshot())
+    registry = [dataclasses.replace(s, run=stubborn) if s.name == ProbeName.REDIS else s for s in REGISTRY]
+    scheduler = Scheduler(settings, Snapshot(), registry=registry)
     await scheduler.start()
     async with asyncio.timeout(5):
         await entered.wait()  # the first run started (within the start spread, <= 1 s)

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings import ConfigError, Era, ProbeName, load_settings
+from exporter.model.vocabulary import Era, ProbeName
+from exporter.probes import spec_of
+from exporter.runtime.schedule import schedule
+from exporter.settings import ConfigError, load_settings
 
 
 def test_placeos_env_block_configures_the_default_cluster() -> None:
@@ -64,8 +67,8 @@ clusters:
     (tmp_path / "rpw").write_text("rethink-pw")
     settings = load_settings(config, environ={})
     assert [c.name for c in settings.clusters] == ["prod", "lab"]
-    assert settings.schedule(settings.clusters[0], ProbeName.EXECUTE) == (10.0, 8.0)
-    assert settings.schedule(settings.clusters[0], ProbeName.REDIS) == (10.0, 5.0)
+    assert schedule(settings, settings.clusters[0], spec_of(ProbeName.EXECUTE)) == (10.0, 8.0)
+    assert schedule(settings, settings.clusters[0], spec_of(ProbeName.REDIS)) == (10.0, 5.0)
     assert "pg-url-pw" in settings.secrets() and "rethink-pw" in settings.secrets()
 
 

@@ -1,12 +1,4 @@
-"""The PlaceOS rest-api as a user reaches it (internals §5): the troubleshooting page's triage steps.
-
-- ``api_health``: ``GET /api/engine/v2/`` without auth (internals §5.1).
-- ``login``: "Can you log in?" with an API key or an OAuth password/client-credentials grant. A 401
-  ``unknown X-API-Key`` is also what PlaceOS answers when its database is down (internals §5.2), so
-  the diagnosis reads it together with the database probe.
-- ``systems_list``: "Does Backoffice list the systems?" (Elasticsearch behind it, internals §4).
-- ``module_functions``: "Does the list of modules and module functions load?" (Redis, §3.3).
-- ``triggers_health``: ``GET /api/triggers/v2/`` (internals §6).
+"""The PlaceOS rest-api client shared by the user-path probes (internals §5): credentials, Host, errors.
 
 Requests carry the authority's domain as Host, because rest-api finds the authority by the request's
 host (internals §5.2). Credentials travel in headers, never in URLs, so no log line can carry them.
@@ -17,22 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from exporter.probes.base import (
-    Outcome,
-    ProbeContext,
-    ProbeFailure,
-    http_status_reason,
-    parse_json,
-    read_bounded,
-    read_json,
-    ssl_context,
-)
-from exporter.reasons import Reason
-from exporter.settings import ApiSettings, ClusterConfig, ProbeName
+from exporter.model.placeos import EXECUTE_ERRORS
+from exporter.model.vocabulary import Reason
+from exporter.probes.base import ProbeContext, ProbeFailure
+from exporter.probes.clients.bounded import http_status_reason, parse_json, read_bounded, read_json, ssl_context
+from exporter.settings import ApiSettings, ClusterConfig
 
 ENGINE = "/api/engine/v2"
 TOKEN_PATH = "/auth/oauth/token"  # noqa: S105 (a route, not a secret)
@@ -126,6 +111,17 @@ def error_text(body: Any) -> str:
     return " ".join(str(body[k]) for k in ("error", "message") if body.get(k))[:300]
 
 
+def classify_error(status: int, body: Any) -> Reason:
+    """The reason for a failed execute (HTTP or WebSocket), from its body first and its status second."""
+    text = error_text(body).lower()
+    for marker, reason in EXECUTE_ERRORS:
+        if marker in text:
+            return Reason(reason)
+    if status == 401:
+        return Reason.AUTH_FAILED
+    return http_status_reason(status)
+
+
 def fail_for(status: int, body: Any, what: str) -> ProbeFailure:
     return ProbeFailure(http_status_reason(status), f"{what}: HTTP {status} {error_text(body)}".rstrip())
 
@@ -138,67 +134,27 @@ def module_parts(slug: str) -> tuple[str, int]:
     return slug, 1
 
 
-# --- probes ----------------------------------------------------------------------------------------
-
-
-async def api_health(ctx: ProbeContext) -> Outcome:
-    status, body, _ = await api_get(ctx, f"{ENGINE}/", auth=False)
-    if status != 200:
-        raise fail_for(status, body, "health route")
-    return Outcome(Reason.OK, "rest-api health route answers 200")
-
-
-async def login(ctx: ProbeContext) -> Outcome:
-    """A real login every run: the API key is checked against the database on each request; an OAuth
-    grant is made afresh (its token then serves the other probes)."""
-    settings = ctx.cluster.api
-    method = "api_key" if settings.api_key else "oauth"
-    if method == "oauth":
-        await credential_headers(ctx, fresh=True)
-    status, body, _ = await api_get(ctx, f"{ENGINE}/api_keys/inspect")
-    if status != 200:
-        raise fail_for(status, body, "login")
-    if not isinstance(body, dict):  # rest-api answers the key's claims; anything else is not rest-api
-        raise ProbeFailure(Reason.PROTOCOL_ERROR, "login: /api_keys/inspect answered 200 without a JSON object")
-    return Outcome(Reason.OK, f"logged in with {method.replace('_', ' ')}", {"method": method})
-
-
-async def systems_list(ctx: ProbeContext) -> Outcome:
-    status, body, headers = await api_get(ctx, f"{ENGINE}/systems?limit=1")
-    if status != 200:
-        raise fail_for(status, body, "systems list")
-    total = headers.get("X-Total-Count")
-    if total is None or not total.isdigit() or not isinstance(body, list):
-        raise ProbeFailure(Reason.PROTOCOL_ERROR, "systems list: no X-Total-Count or not a list")
-    return Outcome(Reason.OK, f"{total} systems listed", {"systems_total": int(total)})
-
-
-async def module_functions(ctx: ProbeContext) -> Outcome:
-    settings = ctx.cluster.api
-    path = f"{ENGINE}/systems/{quote(settings.system_id or '')}/functions/{quote(settings.module or '')}"
-    status, body, _ = await api_get(ctx, path)
-    if status != 200:
-        raise fail_for(status, body, "functions")
-    if not isinstance(body, dict) or not body:
-        raise ProbeFailure(Reason.NOT_FOUND, "functions: the module reports no functions")
-    return Outcome(Reason.OK, f"{len(body)} functions of {settings.module}", {"functions": len(body)})
-
-
-async def triggers_health(ctx: ProbeContext) -> Outcome:
-    settings = ctx.cluster.api
-    base = (settings.triggers_url or base_url(settings)).rstrip("/")
-    status, body, _ = await api_get(ctx, TRIGGERS_HEALTH, auth=False, base=base)
-    if status != 200:
-        raise fail_for(status, body, "triggers health")
-    return Outcome(Reason.OK, "triggers health route answers 200")
-
-
 async def platform_version(cluster: ClusterConfig, http: aiohttp.ClientSession, seconds: float) -> str | None:
     """``platform_version`` from /api/engine/v2/version, or None if the API cannot tell (§5.1)."""
-    ctx = ProbeContext(cluster, ProbeName.LOGIN, cluster.inferred_era(), seconds,
+    ctx = ProbeContext(cluster, cluster.inferred_era(), seconds,
                        asyncio.get_running_loop().time() + seconds, http)  # fmt: skip
     status, body, _ = await api_get(ctx, f"{ENGINE}/version")
     if status != 200 or not isinstance(body, dict):
         return None
     version = body.get("platform_version")
     return str(version) if version else None
+
+
+# --- what the user-path probes need configured (their specs' ``enabled_by``) ------------------------
+
+
+def api_configured(c: ClusterConfig) -> bool:
+    return bool(c.api.url)
+
+
+def can_log_in(c: ClusterConfig) -> bool:
+    return api_configured(c) and has_credentials(c.api)
+
+
+def module_configured(c: ClusterConfig) -> bool:
+    return can_log_in(c) and bool(c.api.system_id and c.api.module)
