@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from exporter import __version__, log
 from exporter.runtime.process import ListenError, check, serve
 from exporter.runtime.schedule import load
-from exporter.settings import ConfigError, Settings, redact_url
+from exporter.settings import ConfigError, Settings, redact_url, unknown_env_warnings
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # check prints its own report; its log shows only errors unless a level is asked for.
     level = settings.log_level if args.command == "serve" or args.log_level else "error"
     log.setup(settings.log_format, level, settings.secrets())
+    for warning in unknown_env_warnings(os.environ):
+        log.get().warning("%s", warning)
+        if args.command != "serve":
+            print(f"placeos-exporter: warning: {warning}", file=sys.stderr)
     if args.command == "check-config":
         print(json.dumps(masked(settings), indent=2, default=str))
         return 0

@@ -9,6 +9,7 @@ YAML). ``check-config`` and docs/configuration.md are generated from these model
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -58,6 +59,17 @@ class Section(BaseModel):
             out[name] = read_secret_file(str(path))
         return out
 
+    @property
+    def configured(self) -> bool:
+        """Set explicitly (YAML, env, a PlaceOS env name): never just our defaults."""
+        return bool(self.model_fields_set - {"enabled"})
+
+    @property
+    def probed(self) -> bool:
+        """A backend section is probed when switched on, or configured and not switched off."""
+        enabled = getattr(self, "enabled", None)
+        return bool(enabled) if enabled is not None else self.configured
+
     def secrets(self) -> Iterator[str]:
         """Every secret value in this section, for redaction."""
         for name in type(self).model_fields:
@@ -78,11 +90,22 @@ class TLSSettings(Section):
     key_file: Path | None = Field(None, description="client certificate's key")
     insecure_skip_verify: bool = Field(False, description="do not verify the server's certificate")
 
+    @model_validator(mode="after")
+    def _key_needs_its_certificate(self) -> TLSSettings:
+        if self.key_file is not None and self.cert_file is None:
+            hint = (
+                " (the API key is api_key, PLACEOS_EXPORTER_API_API_KEY[_FILE])"
+                if isinstance(self, ApiSettings)
+                else ""
+            )
+            raise ValueError(f"key_file is a TLS client key and needs cert_file{hint}")
+        return self
+
 
 class EtcdSettings(TLSSettings):
     """etcd, eras A/B: service discovery and module placement (internals §1.1)."""
 
-    enabled: bool | None = Field(None, description="probe etcd; default: by era (A, B)")
+    enabled: bool | None = Field(None, description="probe etcd; default: where configured, in eras A and B")
     host: str = Field("localhost", description="etcd host", json_schema_extra=env("ETCD_HOST"))
     port: int = Field(2379, ge=1, le=65535, description="etcd client port", json_schema_extra=env("ETCD_PORT"))
     tls: bool = Field(False, description="use https to the gateway")
@@ -107,7 +130,7 @@ class EtcdSettings(TLSSettings):
 class RedisSettings(TLSSettings):
     """Redis, all eras: runtime state, and core discovery in era C (internals §1.2, §3)."""
 
-    enabled: bool | None = Field(None, description="probe Redis; default: on")
+    enabled: bool | None = Field(None, description="probe Redis; default: where configured")
     url: str = Field(
         "redis://localhost:6379",
         description="Redis URL (redis:// or rediss://); a password inside it is treated as a secret",
@@ -123,7 +146,7 @@ class RedisSettings(TLSSettings):
 class RethinkDBSettings(TLSSettings):
     """RethinkDB, era A: the configuration database (internals §2.1)."""
 
-    enabled: bool | None = Field(None, description="probe RethinkDB; default: by era (A)")
+    enabled: bool | None = Field(None, description="probe RethinkDB; default: where configured, in era A")
     host: str = Field("localhost", description="RethinkDB host", json_schema_extra=env("RETHINKDB_HOST"))
     port: int = Field(28015, ge=1, le=65535, description="driver port", json_schema_extra=env("RETHINKDB_PORT"))
     db: str = Field(
@@ -141,7 +164,7 @@ class RethinkDBSettings(TLSSettings):
 class PostgresSettings(TLSSettings):
     """PostgreSQL, eras B/C: the configuration database (internals §2.2)."""
 
-    enabled: bool | None = Field(None, description="probe PostgreSQL; default: by era (B, C)")
+    enabled: bool | None = Field(None, description="probe PostgreSQL; default: where configured, in eras B and C")
     url: str | None = Field(
         None,
         description="PG_DATABASE_URL (wins over the PG_* parts); a password inside it is a secret",
@@ -162,7 +185,7 @@ class PostgresSettings(TLSSettings):
 class ElasticsearchSettings(TLSSettings):
     """Elasticsearch: the search indices behind every list route (internals §4)."""
 
-    enabled: bool | None = Field(None, description="probe Elasticsearch; default: on")
+    enabled: bool | None = Field(None, description="probe Elasticsearch; default: where configured")
     uri: str | None = Field(
         None,
         description="full URI (scheme decides TLS); wins over host/port",
@@ -179,6 +202,9 @@ class ElasticsearchSettings(TLSSettings):
         None, description="ES API key (base64 id:key)", json_schema_extra=env(secret=True)
     )
     index_lag_interval: float = Field(300.0, gt=0, description="seconds between search-index lag counts")
+    index_lag_threshold: int = Field(
+        10, ge=0, description="documents behind above which a lag that does not shrink between counts is a stall"
+    )
 
 
 class ApiSettings(TLSSettings):
@@ -321,6 +347,19 @@ class Settings(BaseSettings):
             raise ValueError("cluster names must be unique")
         if not self.clusters:
             raise ValueError("no cluster configured")
+        # Exporter-wide per-probe tuning applies to every cluster; a cluster's own setting wins.
+        for cluster in self.clusters:
+            for probe, tuning in self.probes.items():
+                own = cluster.probes.get(probe)
+                cluster.probes[probe] = (
+                    tuning
+                    if own is None
+                    else ProbeTuning(
+                        enabled=tuning.enabled if own.enabled is None else own.enabled,
+                        interval=own.interval or tuning.interval,
+                        timeout=own.timeout or tuning.timeout,
+                    )
+                )
         return self
 
     def secrets(self) -> list[str]:
@@ -364,6 +403,30 @@ def cluster_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if values:
             cluster[section] = values
     return cluster
+
+
+def known_env_names() -> set[str]:
+    """Every PLACEOS_EXPORTER_* name the exporter reads (with the _FILE forms of secrets)."""
+    names = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields if name != "clusters"}
+    names |= {f"{ENV_PREFIX}CLUSTER_NAME", f"{ENV_PREFIX}ERA", f"{ENV_PREFIX}ERA_FALLBACK"}
+    for section, model in SECTIONS.items():
+        for _, found, secret in env_names(section, model):
+            names.add(found[0])
+            if secret:
+                names.add(f"{found[0]}_FILE")
+    return names
+
+
+def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One line per PLACEOS_EXPORTER_* name that no setting reads, with the nearest valid one: a mistyped
+    name would otherwise silently leave its setting at the default (and its probes off)."""
+    known = known_env_names()
+    out = []
+    for name in sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known):
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        out.append(f"unknown environment variable {name} is ignored{hint}")
+    return out
 
 
 def env_names(section: str, model: type[Section]) -> Iterator[tuple[str, list[str], bool]]:

@@ -71,6 +71,9 @@ def core_contract(probe_names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
         MetricSpec("placeos_root_cause", "gauge",
                    "Multi-hot root causes found by the diagnosis; cause=none is 1 when healthy.",
                    ("cause",), {"cause": tuple(CAUSES)}),
+        MetricSpec("placeos_diagnosis_settling", "gauge",
+                   "1 while probes re-check after a change: the root causes shown are the last settled ones.",
+                   scope="cluster"),
         MetricSpec("placeos_platform_info", "gauge", "PlaceOS release era and platform version; always 1.",
                    ("era", "platform_version", "source")),
     )  # fmt: skip
@@ -164,12 +167,17 @@ class ClusterCollector(Collector):
 
     def _diagnosis_series(self, d: Diagnosis) -> Iterator[Metric]:
         failed = d.failed_components
+        era = self.cluster.era
+        # A part the cluster's era does not have (etcd in era C) is neither up nor down: no series.
+        present = {c.id for c in COMPONENTS.values() if era is None or era in c.eras}
         up = new("placeos_component_up")
         for component in COMPONENTS:
-            up.add_metric([component], 0 if component in failed else 1)
+            if component in present:
+                up.add_metric([component], 0 if component in failed else 1)
         mode = new("placeos_failure_mode")
         for component, impact in PAIRS:
-            mode.add_metric([component, impact], 1 if component in failed else 0)
+            if component in present:
+                mode.add_metric([component, impact], 1 if component in failed else 0)
         impacts = d.impacts
         active = new("placeos_impact_active")
         for impact in IMPACTS:
@@ -177,7 +185,9 @@ class ClusterCollector(Collector):
         causes = new("placeos_root_cause")
         for cause in CAUSES:
             causes.add_metric([cause], 1 if cause in d.causes else 0)
-        yield from (up, mode, active, causes)
+        settling = new("placeos_diagnosis_settling")
+        settling.add_metric([], 1 if d.settling else 0)
+        yield from (up, mode, active, causes, settling)
 
     def _probe_rows(self) -> Iterator[Metric]:
         """Each enabled probe's own rows, from its facts; a probe the era does not run has none."""

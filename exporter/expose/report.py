@@ -85,7 +85,7 @@ class ClusterReport:
     @property
     def ok(self) -> bool:
         """Every enabled probe passes and the diagnosis names no cause."""
-        return all(s.passed for s in self.steps) and self.diagnosis.healthy
+        return all(s.passed for s in self.steps) and self.diagnosis.healthy and self.diagnosis.configured
 
     def to_json(self) -> dict[str, Any]:
         return {

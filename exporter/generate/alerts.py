@@ -130,8 +130,8 @@ def other_alerts(config: GeneratorConfig = DEFAULT) -> tuple[Alert, ...]:
           "A driver is down",
           f"{INSTANCE}: driver {{{{ $labels.driver }}}} failed to compile, is down with modules or keeps crashing; "
           "executes to its modules fail.", "driver",
-          'placeos_driver_up{driver="display_a1b2c3_driver-display"}', "0", "1",
-          {"driver": "display_a1b2c3_driver-display"}),
+          'placeos_driver_up{driver="drivers_place_display"}', "0", "1",
+          {"driver": "drivers_place_display"}),
     Alert("PlaceOSModulesDisconnected", 'placeos_modules{state="disconnected"} > 0', "10m", "info",
           "Modules report connected=false",
           f"{INSTANCE}: {{{{ $value }}}} modules report their device disconnected (Redis status).", "modules",

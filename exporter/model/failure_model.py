@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.model.vocabulary import CREDENTIAL_REASONS, ProbeName, Reason
+from exporter.model.vocabulary import ALL_ERAS, CREDENTIAL_REASONS, Era, ProbeName, Reason
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Component:
     impacts: tuple[str, ...]
     unaffected: str  # what the page says keeps working ("" if it says nothing)
     detected_by: str
-    eras: str = "A, B, C"
+    eras: frozenset[Era] = ALL_ERAS  # where the cluster has this part at all
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ IMPACTS: dict[str, Impact] = {
         Impact("search", "Listing and searching (systems, modules, zones...) fails, mostly seen in Backoffice",
                "API index / listing / searching requests will fail - "
                "this will be mostly apparent when using Backoffice"),
+        Impact("stale_search", "Lists and searches are stale: new and changed items are missing", ""),
         Impact("driver_execute", "Executes to modules of the failed driver fail",
                "Executes directed at a module running on the driver will fail"),
     )
@@ -105,7 +106,7 @@ COMPONENTS: dict[str, Component] = {
     for c in (
         Component("etcd", "etcd", "finds running cores and where each module runs",
                   ("driver_faults", "core_clustering", "execute", "websocket", "triggers"),
-                  "Most other API requests keep working", "etcd probe fails", eras="A, B"),
+                  "Most other API requests keep working", "etcd probe fails", eras=frozenset({Era.A, Era.B})),
         Component("database", "Database (RethinkDB in era A, PostgreSQL in B/C)", "holds the cluster configuration",
                   ("login", "api_requests"), "Existing WebSocket sessions keep working",
                   "rethinkdb or postgres probe fails"),
@@ -210,6 +211,29 @@ CAUSES: dict[str, Cause] = {
         confirm=("etcd answers the exporter, but execute says `unable to connect to etcd`: check `ETCD_HOST`/"
                  "`ETCD_PORT` of rest-api and the network path from rest-api to etcd",),
         recover=("Fix the rest-api's etcd address or network policy, then restart rest-api",))),
+        Cause("search_ingest", "search-ingest has stalled: search indices fall behind the database", (),
+              ("stale_search",),
+              advice="lists and searches miss new and changed items; everything else works",
+              alert=CauseAlert("PlaceOSSearchIngestStalled", "warning"),
+              runbook=Runbook(
+        confirm=("`placeos_search_index_lag_documents` stays above the threshold between counts: which indices",
+                 "`GET /api/search-ingest/v1/` (search-ingest's health) and its logs"),
+        recover=("Restart search-ingest; then `POST /api/search-ingest/v1/reindex` and `/backfill` to catch up",)),
+              silences=("PlaceOSSearchIndexLagging",)),
+        Cause("api_backend", "A backend behind the API fails (seen only through the API)",
+              advice="rest-api's health route fails while no directly probed backend does: Redis, the database "
+                     "or etcd as the API sees them; configure the backend probes (REDIS_URL, PG_*, ETCD_*) to tell "
+                     "which",
+              alert=CauseAlert("PlaceOSApiBackendFailing", "critical"),
+              runbook=Runbook(
+        confirm=("`curl -i https://<placeos>/api/engine/v2/` answers 500: rest-api's health check (Redis PING, the "
+                 "database query, etcd in eras A/B) failed (internals §5.1)",
+                 "rest-api's logs name the backend it could not reach; from a rest-api pod: "
+                 "`redis-cli -u $REDIS_URL ping`, `pg_isready -h $PG_HOST`"),
+        recover=("Restore the backend rest-api cannot reach (or the network path to it), then the health route "
+                 "answers 200",
+                 "Give the exporter direct access to the backends so the next failure names the backend itself")),
+              silences=("PlaceOSDriverDown",)),
         Cause("exporter_config", "The exporter's own settings or credentials are wrong",
               advice="a credential or target in the exporter's settings is rejected; PlaceOS itself may be fine",
               alert=CauseAlert("PlaceOSExporterMisconfigured", "warning"),
@@ -259,7 +283,21 @@ class Passing:
     probes: tuple[str, ...]
 
 
-Condition = Failing | Passing | None  # None: always
+@dataclass(frozen=True)
+class Unprobed:
+    """Holds when none of these probes runs (an API-only cluster): the API's own word must decide."""
+
+    probes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Holds when every one of these conditions holds."""
+
+    conditions: tuple[Failing | Passing | Unprobed, ...]
+
+
+Condition = Failing | Passing | Unprobed | AllOf | None  # None: always
 
 
 @dataclass(frozen=True)
@@ -336,101 +374,129 @@ NOT_FOUND = frozenset({Reason.NOT_FOUND})
 
 # Requests that need a login are explained by a failing login (the page's first question).
 AFTER_LOGIN = Rule(ANY, (AfterProbe(P.LOGIN),))
-# Rejected for PlaceOS too (login fails) = the database; only for the exporter = its settings.
+# A backend that rejects the exporter's credential answered: it is up, and the credential is the
+# exporter's (its own settings), whichever backend and however many reject it.
+EXPORTER_CREDENTIAL = Rule(CREDENTIALS, (Blame("exporter_config"),))
+# Unless PlaceOS is refused too (its logins fail and its health route with them): the password changed
+# for everyone, and the database is down for PlaceOS.
 DATABASE_RULES = (
-    Rule(CREDENTIALS, (Blame("database", Failing((P.LOGIN,))), Blame("exporter_config"))),
+    Rule(
+        CREDENTIALS,
+        (Blame("database", AllOf((Failing((P.LOGIN,)), Failing((P.API_HEALTH,))))), Blame("exporter_config")),
+    ),
     Rule(ANY, (Blame("database"),)),
+)
+REDIS_UNREACHABLE = frozenset({Reason.REDIS_UNREACHABLE})
+DATABASE_UNREACHABLE = frozenset({Reason.DATABASE_UNREACHABLE})
+API_ONLY_DATABASE = AllOf((Failing((P.API_HEALTH,)), Unprobed(DATABASE)))
+# What an execute's (or a control session's) error names: a backend the API could not reach. With the
+# backend probed, its own probe decides; API-only, the API's word names it (internals §5.3).
+NAMED_BACKEND_RULES = (
+    # "no core instances": core down or unable to connect to etcd (Redis holds discovery in era C).
+    Rule(NO_CORE, (ExplainedBy("etcd"), ExplainedBy("redis"), ExplainedBy("core"), Blame("core"))),
+    # "unable to connect to etcd": etcd down, or the API cannot connect to it (the etcd probe decides).
+    Rule(ETCD_UNREACHABLE, (ExplainedBy("etcd"), Blame("api_etcd", Passing((P.ETCD,))), Blame("etcd"))),
+    Rule(REDIS_UNREACHABLE, (ExplainedBy("redis"), Blame("redis", Unprobed((P.REDIS,))), Blame("api_backend"))),
+    Rule(DATABASE_UNREACHABLE, (ExplainedBy("database"), Blame("database", Unprobed(DATABASE)), Blame("api_backend"))),
+    Rule(CORE_UNREACHABLE, (ExplainedBy("core"), Blame("core"))),
+)
+BEHIND_THE_API = (
+    ExplainedBy("database"),
+    ExplainedBy("redis"),
+    ExplainedBy("etcd"),
+    ExplainedBy("api_etcd"),
+    ExplainedBy("api_backend"),
 )
 
 # In triage order: the backends seen directly, then the symptoms whose reason names a cause by itself
-# (no core instances, etcd unreachable, driver errors), then the general ones (health route, login,
-# listing, functions), which are mostly explained by what was found before.
+# (no core instances, a backend the API cannot reach, driver errors), then the general ones (login,
+# health route, listing, functions), which are mostly explained by what was found before.
 SYMPTOMS: tuple[Symptom, ...] = (
     Symptom(P.ETCD, BACKENDS, (
-        # PlaceOS does not use etcd auth (internals §1.1): a rejected credential is the exporter's.
-        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        # PlaceOS does not use etcd auth (internals §1.1): a rejected credential, or credentials sent to an
+        # etcd without auth (HTTP 412), is the exporter's.
+        EXPORTER_CREDENTIAL,
         Rule(ANY, (Blame("etcd"),)),
     )),
     Symptom(P.RETHINKDB, BACKENDS, DATABASE_RULES),
     Symptom(P.POSTGRES, BACKENDS, DATABASE_RULES),
-    Symptom(P.REDIS, BACKENDS, (
-        Rule(CREDENTIALS, (Blame("redis", Failing((P.MODULE_FUNCTIONS,))), Blame("exporter_config"))),
-        Rule(ANY, (Blame("redis"),)),
-    )),
-    Symptom(P.ELASTICSEARCH, BACKENDS, (
-        Rule(CREDENTIALS, (Blame("elasticsearch", Failing((P.SYSTEMS_LIST,))), Blame("exporter_config"))),
-        Rule(ANY, (Blame("elasticsearch"),)),
-    )),
+    Symptom(P.REDIS, BACKENDS, (EXPORTER_CREDENTIAL, Rule(ANY, (Blame("redis"),)))),
+    Symptom(P.ELASTICSEARCH, BACKENDS, (EXPORTER_CREDENTIAL, Rule(ANY, (Blame("elasticsearch"),)))),
     Symptom(P.CORE_DISCOVERY, CORES, (
-        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        EXPORTER_CREDENTIAL,
         # Discovery storage answered and holds no live core (or a stale one): core, in every era.
         Rule(NO_CORE | CORE_UNREACHABLE, (Blame("core"),)),
         # Storage did not answer: etcd (A/B) or Redis (C) is already named for it.
         Rule(ANY, (ExplainedBy("etcd"), ExplainedBy("redis"), Blame("unknown"))),
     )),
-    Symptom(P.EXECUTE, EXECUTE, (
-        # "Does executing a function work? View the response to see the error."
-        AFTER_LOGIN,
-        # "no core instances": core down or unable to connect to etcd (Redis holds discovery in era C).
-        Rule(NO_CORE, (ExplainedBy("etcd"), ExplainedBy("redis"), ExplainedBy("core"), Blame("core"))),
-        # "unable to connect to etcd": etcd down, or the API cannot connect to it.
-        Rule(ETCD_UNREACHABLE, (ExplainedBy("etcd"), Blame("api_etcd"))),
-        Rule(CORE_UNREACHABLE, (ExplainedBy("core"), Blame("core"))),
-        Rule(DRIVER_ERROR, (ExplainedBy("driver"), Blame("driver"))),
-        Rule(NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), ExplainedBy("core"), Blame("driver"))),
-        Rule(CREDENTIALS, (Blame("exporter_config"),)),
-        Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
-                   Blame("unknown"))),
-    ), SymptomAlert("PlaceOSExecuteFailing", "Executing module functions fails"), works="executing functions"),
-    Symptom(P.WEBSOCKET, EXECUTE, (
-        AFTER_LOGIN,
-        Rule(NO_CORE, (ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("redis"), Blame("core"))),
-        Rule(ETCD_UNREACHABLE, (ExplainedBy("etcd"), Blame("api_etcd"))),
-        Rule(CORE_UNREACHABLE, (ExplainedBy("core"), Blame("core"))),
-        Rule(DRIVER_ERROR | NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), Blame("driver"))),
-        Rule(CREDENTIALS, (Blame("exporter_config"),)),
-        Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
-                   ExplainedBy("api"), Blame("unknown"))),
-    ), SymptomAlert("PlaceOSWebSocketFailing", "WebSocket control sessions fail")),
     Symptom(P.DRIVERS, CORES, (
         AFTER_LOGIN,
         Rule(CREDENTIALS, (Blame("exporter_config"),)),
         Rule(DRIVER_ERROR, (Blame("driver"),)),
-        Rule(ANY, (ExplainedBy("api"), ExplainedBy("core"), ExplainedBy("database"), ExplainedBy("etcd"),
-                   ExplainedBy("redis"), ExplainedBy("api_etcd"), Blame("unknown"))),
+        # No core registered, or a registered core that does not answer the cluster route (internals §11.1).
+        Rule(NO_CORE | CORE_UNREACHABLE, (ExplainedBy("etcd"), ExplainedBy("redis"), ExplainedBy("core"),
+                                          Blame("core"))),
+        Rule(ANY, (ExplainedBy("api"), ExplainedBy("core"), *BEHIND_THE_API, Blame("unknown"))),
     )),
-    Symptom(P.API_HEALTH, LOGIN, (
-        # The health route checks Redis, etcd and the database itself (internals §5.1), as the API sees
-        # them; it fails (5xx) or hangs with them (timeout).
-        Rule(frozenset({Reason.HTTP_5XX, Reason.TIMEOUT}), (
-            ExplainedBy("database"), ExplainedBy("redis"), ExplainedBy("etcd"), ExplainedBy("api_etcd"))),
-        Rule(ANY, (Blame("api"),)),
-    )),
+    Symptom(P.EXECUTE, EXECUTE, (
+        # "Does executing a function work? View the response to see the error."
+        AFTER_LOGIN,
+        *NAMED_BACKEND_RULES,
+        Rule(DRIVER_ERROR, (ExplainedBy("driver"), Blame("driver"))),
+        Rule(NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), ExplainedBy("core"), Blame("driver"))),
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
+                   ExplainedBy("api_backend"), Blame("unknown"))),
+    ), SymptomAlert("PlaceOSExecuteFailing", "Executing module functions fails"), works="executing functions"),
+    Symptom(P.WEBSOCKET, EXECUTE, (
+        AFTER_LOGIN,
+        *NAMED_BACKEND_RULES,
+        Rule(DRIVER_ERROR | NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), Blame("driver"))),
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
+                   ExplainedBy("api_backend"), ExplainedBy("api"), Blame("unknown"))),
+    ), SymptomAlert("PlaceOSWebSocketFailing", "WebSocket control sessions fail")),
     Symptom(P.LOGIN, LOGIN, (
         # "Can you log in? If not it's probably a RethinkDB failure or load balancer issue."
         Rule(ANY, (ExplainedBy("database"), ExplainedBy("api"))),
-        # 401 with the database answering the exporter: the exporter's credential is wrong.
-        Rule(CREDENTIALS, (Blame("exporter_config", Passing(DATABASE)),)),
+        # 401 "unknown X-API-Key" is also the answer while the database is down (internals §5.2): with the
+        # health route failing too and no database probe, that is the database; otherwise the key.
+        Rule(CREDENTIALS, (Blame("database", API_ONLY_DATABASE), Blame("exporter_config"))),
         Rule(ANY, (Blame("api", Passing(DATABASE)), Blame("api", Failing((P.API_HEALTH,))), Blame("unknown"))),
     ), SymptomAlert("PlaceOSLoginFailing", "Users cannot log in"), works="logins"),
+    Symptom(P.API_HEALTH, LOGIN, (
+        # The route checks Redis, the database (and etcd in eras A/B) itself and answers 500 when one fails
+        # (internals §5.1); it hangs with a hung backend. No answer, or a proxy's 502/503: rest-api itself.
+        Rule(frozenset({Reason.UNHEALTHY}), (*BEHIND_THE_API, Blame("api_backend"))),
+        Rule(frozenset({Reason.TIMEOUT}), (*BEHIND_THE_API, Blame("api_backend", Passing((P.LOGIN,))),
+                                           Blame("api"))),
+        Rule(ANY, (Blame("api"),)),
+    )),
     Symptom(P.SYSTEMS_LIST, LISTING, (
-        # "Does Backoffice list the systems? If not it's probably an Elasticsearch failure."
+        # "Does Backoffice list the systems? If not it's probably an Elasticsearch failure." The health
+        # route does not check Elasticsearch, so API-only a failing list with logins working is it.
         AFTER_LOGIN,
-        Rule(ANY, (ExplainedBy("elasticsearch"), ExplainedBy("database"), Blame("unknown"))),
+        Rule(ANY, (ExplainedBy("elasticsearch"), ExplainedBy("database"), ExplainedBy("api_backend"),
+                   Blame("elasticsearch", AllOf((Unprobed((P.ELASTICSEARCH,)), Passing((P.LOGIN,))))),
+                   Blame("unknown"))),
     ), SymptomAlert("PlaceOSSearchFailing", "Backoffice cannot list systems"), works="listing and search"),
     Symptom(P.MODULE_FUNCTIONS, FUNCTIONS, (
-        # "Does the list of modules and module functions load? If not it's probably a Redis failure."
+        # "Does the list of modules and module functions load? If not it's probably a Redis failure." The
+        # functions come from Redis alone (internals §3.3): API-only, its 500 is Redis.
         AFTER_LOGIN,
         Rule(ANY, (ExplainedBy("redis"),)),
+        Rule(frozenset({Reason.HTTP_5XX}), (ExplainedBy("api_backend"), Blame("redis", Unprobed((P.REDIS,))))),
         # 404 "metadata not found": the module is not running; its driver, or the exporter's target.
         Rule(NOT_FOUND, (ExplainedBy("driver"), ExplainedBy("core"), Blame("exporter_config"))),
         Rule(CREDENTIALS, (Blame("exporter_config"),)),
         Rule(ANY, (Blame("unknown"),)),
     ), SymptomAlert("PlaceOSModuleFunctionsFailing", "Modules and their functions do not load")),
     Symptom(P.TRIGGERS_HEALTH, CORES, (
-        Rule(ANY, (ExplainedBy("database"), ExplainedBy("redis"), ExplainedBy("etcd"), Blame("unknown"))),
+        Rule(ANY, (*BEHIND_THE_API, ExplainedBy("api"), Blame("unknown"))),
     )),
     Symptom(P.SEARCH_INDEX_LAG, LISTING, (
+        # Counted, and behind without catching up: search-ingest has stalled (design §3).
+        Rule(frozenset({Reason.UNHEALTHY}), (Blame("search_ingest"),)),
         # Counting needs the database and Elasticsearch with the exporter's credentials for both.
         Rule(ANY, (ExplainedBy("elasticsearch"), ExplainedBy("database"), ExplainedBy("exporter_config"),
                    Blame("unknown"))),

@@ -13,6 +13,15 @@ SEARCH_INDICES: tuple[str, ...] = (
     "broker", "json_schema", "ldap_strat", "oauth_strat", "adfs_strat", "doorkeeper_app", "oauth_applications",
 )  # fmt: skip
 
+# Ports PlaceOS's backends listen on by default (internals §8 compose files): an address in an API error
+# that matches none of the configured backends is told apart by its port.
+BACKEND_PORTS: dict[int, str] = {
+    2379: "etcd_unreachable",
+    6379: "redis_unreachable",
+    5432: "database_unreachable",
+    28015: "database_unreachable",
+}
+
 # PlaceOS's own database health checks (internals §2.1, §2.2).
 POSTGRES_HEALTH_QUERY = "select datname from pg_stat_activity where datname is not null"
 RETHINKDB_HEALTH_DB = "rethinkdb"
@@ -27,10 +36,15 @@ EXECUTE_ERRORS: tuple[tuple[str, str], ...] = (
     ("no core instances", "no_core_instances"),  # the troubleshooting page
     ("unable to connect to etcd", "etcd_unreachable"),  # the troubleshooting page
     ("could not connect to etcd", "etcd_unreachable"),  # crystal-etcd Etcd::ConnectionError, §1.4
-    ("etcd", "etcd_unreachable"),  # any other etcd connection error text
     ("request to ", "driver_error"),  # core answered non-2xx: module not loaded / process down, §5.3
     ("module raised", "driver_error"),  # core 203 -> request failed, §5.3
     ("request failed", "driver_error"),
+    # An IO error names what could not be reached (Crystal's "Error connecting to 'host:port'", §5.3):
+    # rest_api.unreachable() tells a backend's address from a core's before these apply.
+    ("etcd", "etcd_unreachable"),
+    ("redis", "redis_unreachable"),
+    ("postgres", "database_unreachable"),
+    ("rethinkdb", "database_unreachable"),
     ("error connecting to", "core_unreachable"),  # IO error to a registered core, §5.3
     ("connection refused", "core_unreachable"),
     ("timed out", "core_unreachable"),

@@ -20,16 +20,22 @@ from exporter.model.failure_model import (
     IMPACTS,
     SYMPTOMS,
     AfterProbe,
+    AllOf,
     Blame,
     Condition,
     ExplainedBy,
     Failing,
-    Passing,
     Rule,
     Symptom,
+    Unprobed,
     impacts_of,
 )
 from exporter.model.vocabulary import Reason
+
+NOTHING_CONFIGURED = (
+    "configure the PlaceOS API (PLACE_URI and an API key of a support user) and the backends the exporter "
+    "may reach (REDIS_URL, PG_DATABASE_URL or PG_HOST, ETCD_HOST, ...); docs/configuration.md lists them"
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class Diagnosis:
     pending: list[str] = field(default_factory=list)
     observed: int = 0  # probes with a result (not pending)
     still_working: list[str] = field(default_factory=list)  # user paths whose probes pass
+    off: dict[str, str] = field(default_factory=dict)  # probes that do not run -> why (from the plan)
+    settling: list[str] = field(default_factory=list)  # probes re-checking after a change: this is the last
+    # settled diagnosis, held until they report
 
     @property
     def failed_components(self) -> set[str]:
@@ -75,12 +84,28 @@ class Diagnosis:
     def healthy(self) -> bool:
         return not self.causes or set(self.causes) == {"none"}
 
+    @property
+    def configured(self) -> bool:
+        """Something is probed at all (a cluster with nothing configured is neither healthy nor down)."""
+        return bool(self.observed or self.pending)
+
     def verdict(self) -> str:
         """One line a person reads first."""
+        if self.settling:
+            return f"Settling: re-checking {', '.join(self.settling)} after a change. Until then: {self._verdict()}"
+        return self._verdict()
+
+    def _verdict(self) -> str:
+        if not self.configured:
+            return f"Nothing to probe: {NOTHING_CONFIGURED}"
         if self.healthy:
             if self.pending and not self.observed:
                 return "Waiting for the first probe results"
-            return "Healthy: every probe passes" if not self.pending else "Healthy so far: some probes still pending"
+            if self.pending:
+                return "Healthy so far: some probes still pending"
+            total = self.observed + len(self.off)
+            off = f"; {len(self.off)} of {total} off (see /diagnose for why)" if self.off else ""
+            return f"Healthy: every enabled probe passes{off}"
         parts = [CAUSES[c].title for c in self.causes if c != "none"]
         broken = sorted(self.impacts)
         text = "; ".join(parts)
@@ -114,6 +139,8 @@ class Diagnosis:
             ],
             "failed_components": sorted(self.failed_components),
             "pending_probes": self.pending,
+            "probes_off": dict(self.off),
+            "settling": list(self.settling),
         }
 
 
@@ -123,18 +150,23 @@ def diagnose(results: Mapping[str, Observation], symptoms: Sequence[Symptom] = S
     d.pending = sorted(str(p) for p, o in results.items() if o.reason is Reason.PENDING)
     d.observed = len(results) - len(d.pending)
     follows: list[tuple[str, Evidence]] = []  # (probe it follows from, evidence)
-    for symptom in symptoms:
-        obs = results.get(symptom.probe)
-        if obs is None or not obs.failing:
-            continue
-        evidence = Evidence(str(symptom.probe), obs.reason.value, obs.detail)
-        verdict = _decide(symptom.rules, obs.reason, d, results)
-        if isinstance(verdict, ExplainedBy):
-            d.explained.setdefault(verdict.cause, []).append(evidence)
-        elif isinstance(verdict, AfterProbe):
-            follows.append((verdict.probe, evidence))
-        else:
-            d.causes.setdefault(verdict.cause, []).append(evidence)
+    failing = [(s, results[s.probe]) for s in symptoms if s.probe in results and results[s.probe].failing]
+    # A symptom nothing explains yet is decided again once every other symptom has been: a cause found
+    # later in the walk may explain it, and only what nothing explains is ``unknown``.
+    deferred: list[tuple[Symptom, Observation]] = []
+    for final in (False, True):
+        for symptom, obs in deferred if final else failing:
+            verdict = _decide(symptom.rules, obs.reason, d, results)
+            if verdict == UNKNOWN and not final:
+                deferred.append((symptom, obs))
+                continue
+            evidence = Evidence(str(symptom.probe), obs.reason.value, obs.detail)
+            if isinstance(verdict, ExplainedBy):
+                d.explained.setdefault(verdict.cause, []).append(evidence)
+            elif isinstance(verdict, AfterProbe):
+                follows.append((verdict.probe, evidence))
+            else:
+                d.causes.setdefault(verdict.cause, []).append(evidence)
     # A symptom that follows from another probe is filed under that probe's cause, found once the walk
     # is done (the login comes after the requests that need it); none found is ``unknown``, never lost.
     for _ in range(len(follows) + 1):
@@ -150,7 +182,7 @@ def diagnose(results: Mapping[str, Observation], symptoms: Sequence[Symptom] = S
         follows = unresolved
     for _, evidence in follows:
         d.causes.setdefault("unknown", []).append(evidence)
-    if not d.causes and not d.pending:  # "none" means checked and healthy, not "not checked yet"
+    if not d.causes and not d.pending and d.observed:  # "none": checked and healthy, not "not checked yet"
         d.causes["none"] = []
     d.still_working = [
         s.works for s in symptoms if s.works and s.probe in results and results[s.probe].reason is Reason.OK
@@ -180,19 +212,23 @@ def _decide(rules: Sequence[Rule], reason: Reason, d: Diagnosis, results: Mappin
                     return verdict
             elif _holds(verdict.when, results):
                 return verdict
-    return Blame("unknown")
+    return UNKNOWN
 
 
 Verdict = Blame | ExplainedBy | AfterProbe
+UNKNOWN = Blame("unknown")
 
 
 def _holds(condition: Condition, results: Mapping[str, Observation]) -> bool:
     if condition is None:
         return True
+    if isinstance(condition, AllOf):
+        return all(_holds(c, results) for c in condition.conditions)
     observed = [results[p] for p in condition.probes if p in results]
+    if isinstance(condition, Unprobed):
+        return not observed
     if isinstance(condition, Failing):
         return any(o.failing for o in observed)
-    assert isinstance(condition, Passing)
     return any(o.reason is Reason.OK for o in observed)
 
 

@@ -59,6 +59,8 @@ class Reason(StrEnum):
     NO_CORE_INSTANCES = "no_core_instances"
     CORE_UNREACHABLE = "core_unreachable"
     ETCD_UNREACHABLE = "etcd_unreachable"
+    REDIS_UNREACHABLE = "redis_unreachable"
+    DATABASE_UNREACHABLE = "database_unreachable"
     DRIVER_ERROR = "driver_error"
     ACCESS_DENIED = "access_denied"
 
@@ -78,7 +80,9 @@ REASON_MEANING: dict[Reason, str] = {
     Reason.NOT_FOUND: "the configured system, module, function or route does not exist",
     Reason.NO_CORE_INSTANCES: "'No registered core instances' / 'no core instances registered!'",
     Reason.CORE_UNREACHABLE: "a registered core does not answer (stale registration, IO error)",
-    Reason.ETCD_UNREACHABLE: "the API cannot reach etcd ('unable to connect to etcd')",
+    Reason.ETCD_UNREACHABLE: "the API cannot reach etcd ('unable to connect to etcd', an error naming the etcd host)",
+    Reason.REDIS_UNREACHABLE: "the API cannot reach Redis (its error names the Redis host)",
+    Reason.DATABASE_UNREACHABLE: "the API cannot reach its database (its error names the PostgreSQL/RethinkDB host)",
     Reason.DRIVER_ERROR: "the execute reached core and failed in the driver or module",
     Reason.ACCESS_DENIED: "authenticated, but not allowed (scopes, permissions)",
 }

@@ -53,26 +53,37 @@ def spec_of(name: str, registry: Sequence[ProbeSpec] = REGISTRY) -> ProbeSpec:
     return next(s for s in registry if s.name == name)
 
 
-def enabled_probes(cluster: ClusterConfig, era: Era, registry: Sequence[ProbeSpec] = REGISTRY) -> list[str]:
-    """The probes to run for a cluster in an era, in the registry's order.
+def probe_plan(cluster: ClusterConfig, era: Era, registry: Sequence[ProbeSpec] = REGISTRY) -> dict[str, str]:
+    """Every probe of the registry -> "" if it runs for this cluster in this era, else why not (one line).
 
-    A per-probe ``enabled`` wins; then the backend section's ``enabled`` switch; then the era and what
-    the probe needs configured. A probe whose prerequisite probes are off is off, unless switched on.
+    A per-probe ``enabled`` wins; then a backend section's ``enabled``; otherwise a probe runs in its eras
+    where what it probes is configured (a backend section set explicitly, or what ``enabled_by`` needs),
+    so nothing is ever probed at a default address. A probe whose prerequisite probes are off is off.
     """
-    chosen: dict[str, bool] = {}  # name -> switched on explicitly
+    plan: dict[str, str] = {}
+    explicit: set[str] = set()
     for spec in registry:
         tuning = cluster.probes.get(spec.name)  # type: ignore[call-overload]
-        switch = getattr(cluster, spec.section).enabled if spec.section else None
+        section = getattr(cluster, spec.section) if spec.section else None
+        switch = getattr(section, "enabled", None)
         if tuning is not None and tuning.enabled is not None:
-            if tuning.enabled:
-                chosen[spec.name] = True
-        elif switch is not None:
-            if switch:
-                chosen[spec.name] = False
-        elif era in spec.eras and spec.enabled_by(cluster):
-            chosen[spec.name] = False
-    return [
-        name
-        for name, explicit in chosen.items()
-        if explicit or all(dep in chosen for dep in spec_of(name, registry).needs_probes)
-    ]
+            plan[spec.name] = "" if tuning.enabled else f"switched off (probes.{spec.name}.enabled)"
+            explicit.add(spec.name)
+        elif switch is False:
+            plan[spec.name] = f"switched off ({spec.section}.enabled)"
+        elif era not in spec.eras and switch is not True:
+            plan[spec.name] = f"not part of era {era}"
+        elif (section is not None and not section.probed) or not spec.enabled_by(cluster, era):
+            plan[spec.name] = f"not configured: needs {spec.needs}"
+        else:
+            plan[spec.name] = ""
+    for spec in registry:
+        missing = [dep for dep in spec.needs_probes if plan.get(dep, "x")]
+        if not plan[spec.name] and spec.name not in explicit and missing:
+            plan[spec.name] = f"needs the {', '.join(missing)} probe"
+    return plan
+
+
+def enabled_probes(cluster: ClusterConfig, era: Era, registry: Sequence[ProbeSpec] = REGISTRY) -> list[str]:
+    """The probes to run for a cluster in an era, in the registry's order."""
+    return [name for name, why_not in probe_plan(cluster, era, registry).items() if not why_not]

@@ -7,12 +7,16 @@ one is down; the diagnosis reads it beside the backend probes.
 from __future__ import annotations
 
 from exporter.model.vocabulary import ProbeName, Reason
-from exporter.probes.base import Outcome, ProbeContext, ProbeSpec
+from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec
 from exporter.probes.clients.rest_api import ENGINE, api_configured, api_get, fail_for
 
 
 async def run(ctx: ProbeContext) -> Outcome:
     status, body, _ = await api_get(ctx, f"{ENGINE}/", auth=False)
+    if status == 500:
+        # rest-api's own "not healthy": a backend it checks failed (internals §5.1); a proxy in front
+        # answers 502/503/504 when rest-api itself is down.
+        raise ProbeFailure(Reason.UNHEALTHY, "health route: HTTP 500: rest-api reports a backend unhealthy")
     if status != 200:
         raise fail_for(status, body, "health route")
     return Outcome(Reason.OK, "rest-api health route answers 200")

@@ -88,7 +88,7 @@ class MetricRow:
     samples: Callable[[Any, Any], Samples]
 
 
-def always(_: ClusterConfig) -> bool:
+def always(cluster: ClusterConfig, era: Era) -> bool:
     return True
 
 
@@ -100,8 +100,8 @@ class ProbeSpec:
     run: Probe
     checks: str  # what a passing run proves, one line (docs)
     eras: frozenset[Era] = ALL_ERAS
-    section: str | None = None  # the settings section whose ``enabled`` switches it
-    enabled_by: Callable[[ClusterConfig], bool] = always  # what configuration it needs
+    section: str | None = None  # the backend settings section it probes: on only where configured
+    enabled_by: Callable[[ClusterConfig, Era], bool] = always  # what else it needs configured
     needs: str = ""  # that configuration, in words (docs)
     needs_probes: tuple[str, ...] = ()  # probes that must run too
     timeout: float | None = None  # default deadline (else the exporter-wide timeout)
@@ -116,6 +116,17 @@ def classify(exc: BaseException, errors: Mapping[str, Reason] | None = None) -> 
     probe's own map of client-library exception class names to reasons (its spec's ``errors``)."""
     if isinstance(exc, ProbeFailure):
         return exc.reason, exc.detail
+    if isinstance(exc, RecursionError):
+        return Reason.PROTOCOL_ERROR, "the answer is nested too deeply to be what PlaceOS sends"
+    if isinstance(exc, AttributeError | TypeError | KeyError | IndexError | ValueError) and not isinstance(
+        exc, UnicodeError | OSError
+    ):
+        # A probe read a field of the wrong type or a missing one: say what was wrong on the wire, not
+        # which Python operation tripped over it.
+        return (
+            Reason.PROTOCOL_ERROR,
+            "the answer is not in the shape PlaceOS sends (a field missing or of another type)",
+        )
     reason = _reason_for(exc, errors or {})
     text = " ".join(str(exc).split())[:300]
     return reason, f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -15,6 +15,7 @@ from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure,
 from exporter.probes.clients import redis as redis_client
 from exporter.probes.clients.etcd_gateway import connect, core_prefix
 from exporter.probes.clients.rest_api import ENGINE, api_get, has_credentials
+from exporter.settings import ClusterConfig
 
 CORE_STATES = ("live", "stale")
 
@@ -80,10 +81,17 @@ def _instances(facts: CoreFacts | None, _: object) -> Samples:
     yield ("stale",), float("nan") if facts is None else float(facts.stale)
 
 
+def _discovery_configured(c: ClusterConfig, era: Era) -> bool:
+    """Discovery lives in etcd (A/B) or Redis (C): on where that backend is configured and not off."""
+    return (c.redis if era is Era.C else c.etcd).probed
+
+
 SPEC = ProbeSpec(
     name=ProbeName.CORE_DISCOVERY,
     run=run,
     checks="a live core is registered (etcd in eras A/B, Redis in C), none stale, each answering the API",
+    enabled_by=_discovery_configured,
+    needs="etcd (eras A/B) or Redis (era C) configured",
     facts=CoreFacts,
     metrics=(
         MetricRow(MetricSpec("placeos_core_instances", "gauge",

@@ -10,12 +10,15 @@ Needs a credential of an admin user with the ``cluster`` (or ``public``) scope.
   ``module_instances`` and ``launch_count``. Down with modules assigned is a failure; a launch count
   that rose since the last run is a crash (the most robust crash-loop signal, §11.2 "Implications").
 
-The ``driver`` label is the binary's name core reports (or the driver's name for one that failed to
-compile and so has no binary); the metrics layer caps it at 100 values with an overflow bucket.
+The ``driver`` label is the driver's source file as core names binaries, without commit and arch
+(``driver_label``), the same while running, down, crashing or failing to compile (then from the
+driver's ``file_name``); the metrics layer caps it at 100 values with an overflow bucket.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +29,10 @@ from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure,
 from exporter.probes.clients.rest_api import ENGINE, api_get, can_log_in, fail_for
 
 MAX_COMPILE_CONFIRMATIONS = 20  # lookups per run at most; more failures are reported unconfirmed
+# A crash is seen by one run only (the launch count rose since the last one): it stays a failure this
+# long, so one crash is a cause for minutes, not for a single probe interval, and a crash loop never
+# reads as fixed between two relaunches.
+CRASH_HOLD_SECONDS = 600.0
 DRIVER_STATES = ("running", "down", "failed_compile")
 DRIVER_LABEL_CAP = 100  # per-driver series at most; the rest fold into driver="other"
 DRIVER_OVERFLOW = "other"
@@ -40,29 +47,52 @@ class DriverFacts:
     launches: dict[str, int] = field(default_factory=dict)  # driver -> launch_count summed over cores
 
 
-async def cluster_status(ctx: ProbeContext) -> list[dict[str, Any]]:
-    status, body, _ = await api_get(ctx, f"{ENGINE}/cluster?include_status=true")
+async def cluster(ctx: ProbeContext, include_status: bool) -> list[dict[str, Any]]:
+    """The cluster route's cores (internals §11.1); with status, a core that does not answer is dropped."""
+    flag = "true" if include_status else "false"
+    status, body, _ = await api_get(ctx, f"{ENGINE}/cluster?include_status={flag}")
     if status != 200 or not isinstance(body, list):
         raise fail_for(status, body, "cluster")
     return [c for c in body if isinstance(c, dict)]
 
 
-async def still_failing(ctx: ProbeContext, name: str) -> bool:
-    """True if the driver called ``name`` still has a compilation_output (the failure is current)."""
+def driver_label(binary_key: str) -> str:
+    """The ``driver`` label: the driver's source file as core names its binaries, without the commit and
+    the arch (C) or driver id (A/B) that follow it, so one driver keeps one label across recompiles and in
+    every state (core driver_store.cr ``executable_name`` @3351920: file name minus ``.cr``, ``/`` and ``.``
+    as ``_``, lower-case; internals §11.1)."""
+    return binary_key.rsplit("_", 2)[0] if binary_key.count("_") >= 2 else binary_key
+
+
+def file_label(file_name: str) -> str:
+    """The same label from a driver's ``file_name`` (for a driver that failed to compile: no binary)."""
+    return re.sub(r"[/.]", "_", file_name.removesuffix(".cr")).lower()
+
+
+async def still_failing(ctx: ProbeContext, name: str) -> tuple[bool, str]:
+    """(the driver called ``name`` still has a compilation_output, its label). The failure is current
+    only then; the label comes from its file name when the API gives it."""
     status, found, _ = await api_get(ctx, f"{ENGINE}/drivers?q={quote(name)}&limit=20")
     if status != 200 or not isinstance(found, list):
-        return True  # cannot confirm: keep reporting what core reports
+        return True, name  # cannot confirm: keep reporting what core reports
     for driver in found:
         if isinstance(driver, dict) and driver.get("name") == name and driver.get("id"):
             status, full, _ = await api_get(ctx, f"{ENGINE}/drivers/{quote(str(driver['id']))}")
             if status == 200 and isinstance(full, dict):
-                return full.get("compilation_output") is not None
-    return True
+                file_name = full.get("file_name")
+                label = file_label(file_name) if isinstance(file_name, str) and file_name else name
+                return full.get("compilation_output") is not None, label
+    return True, name
 
 
 async def run(ctx: ProbeContext) -> Outcome:
-    cores = await cluster_status(ctx)
+    registered = await cluster(ctx, include_status=False)
+    if not registered:
+        raise ProbeFailure(Reason.NO_CORE_INSTANCES, "the cluster route lists no registered core")
+    cores = await cluster(ctx, include_status=True)
+    silent = {str(c.get("id")) for c in registered} - {str(c.get("id")) for c in cores}
     previous: dict[str, int] = ctx.state.get("launches", {})
+    by_key: dict[str, int] = {}
     launches: dict[str, int] = {}
     up: dict[str, int] = {}
     down: list[str] = []
@@ -75,7 +105,8 @@ async def run(ctx: ProbeContext) -> Outcome:
         core_id = quote(str(core.get("id", "")))
         status, drivers, _ = await api_get(ctx, f"{ENGINE}/cluster/{core_id}?include_status=true")
         if status != 200 or not isinstance(drivers, list):
-            continue  # a core that stopped answering: core_discovery reports it
+            silent.add(str(core.get("id")))
+            continue
         for driver in drivers:
             key = str(driver.get("driver", "")) if isinstance(driver, dict) else ""
             local = driver.get("local") if isinstance(driver, dict) else None
@@ -83,32 +114,48 @@ async def run(ctx: ProbeContext) -> Outcome:
             if not key or not isinstance(info, dict):
                 continue
             count = int(info.get("launch_count") or 0)
-            launches[key] = launches.get(key, 0) + count
+            by_key[key] = by_key.get(key, 0) + count
+            label = driver_label(key)
+            launches[label] = launches.get(label, 0) + count
             running = bool(info.get("running"))
             assigned = int(info.get("module_instances") or 0) > 0
             relaunched = key in previous and count > previous[key]
             if not running and assigned:
-                down.append(key)
+                down.append(label)
             elif relaunched:
-                crashed.append(key)
-            up[key] = 1 if running and not relaunched else (0 if assigned or relaunched else 1)
+                crashed.append(label)
+            state = 1 if running and not relaunched else (0 if assigned or relaunched else 1)
+            up[label] = min(up.get(label, 1), state)
+    now = time.time()
+    held: dict[str, float] = {k: t for k, t in ctx.state.get("crashes", {}).items() if now - t < CRASH_HOLD_SECONDS}
+    held |= dict.fromkeys(crashed, now)
+    ctx.state["crashes"] = held
+    recent = sorted(set(held) - set(crashed))
+    for label in held:
+        up[label] = 0
     failed = []
     for name in sorted(unavailable)[:MAX_COMPILE_CONFIRMATIONS]:
-        if await still_failing(ctx, name):
+        failing, label = await still_failing(ctx, name)
+        if failing:
             failed.append(name)
-            up[name] = 0
+            up[label] = 0
     failed += sorted(unavailable)[MAX_COMPILE_CONFIRMATIONS:]
-    ctx.state["launches"] = launches
+    ctx.state["launches"] = by_key  # per binary: a recompiled binary counts its launches anew
     facts = DriverFacts(
         running=sum(1 for k, v in up.items() if v and k in launches),
-        down=len(down) + len(crashed),
+        down=len(set(down) | set(held)),
         failed_compile=len(failed),
         up=up,
         launches=launches,
     )
+    if silent:  # a core that does not answer: its drivers are unknown, and executes routed to it fail
+        detail = f"core(s) registered but not answering the cluster route: {', '.join(sorted(silent))}"
+        raise ProbeFailure(Reason.CORE_UNREACHABLE, detail[:300], facts)
     problems = [f"failed to compile: {', '.join(failed)}"] if failed else []
     problems += [f"down with modules: {', '.join(down)}"] if down else []
     problems += [f"relaunched since last run (crash): {', '.join(crashed)}"] if crashed else []
+    minutes = f"{CRASH_HOLD_SECONDS / 60:g}"
+    problems += [f"crashed within the last {minutes} min: {', '.join(recent)}"] if recent else []
     if problems:
         raise ProbeFailure(Reason.DRIVER_ERROR, "; ".join(problems)[:300], facts)
     return Outcome(Reason.OK, f"{facts.running} drivers running on {len(cores)} core(s)", facts)

@@ -43,6 +43,7 @@ SPEC = ProbeSpec(
     run=run,
     checks="cluster health is green or yellow",
     section="elasticsearch",
+    needs="elasticsearch settings (ELASTIC_URI or ELASTIC_HOST, ...)",
     facts=ElasticsearchFacts,
     metrics=(
         MetricRow(MetricSpec("placeos_elasticsearch_cluster_status", "gauge",

@@ -52,6 +52,7 @@ SPEC = ProbeSpec(
     checks="etcd has a leader and no alarms, and the core registrations are readable",
     eras=frozenset({Era.A, Era.B}),
     section="etcd",
+    needs="etcd.host/port (ETCD_HOST, ETCD_PORT)",
     facts=EtcdFacts,
     metrics=(
         MetricRow(

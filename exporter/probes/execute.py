@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from exporter.model.vocabulary import ProbeName, Reason
+from exporter.model.vocabulary import Era, ProbeName, Reason
 from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec
 from exporter.probes.clients.bounded import parse_json, read_bounded
 from exporter.probes.clients.rest_api import (
@@ -56,10 +56,10 @@ async def run(ctx: ProbeContext) -> Outcome:
     if 200 <= status < 300:
         return Outcome(Reason.OK, f"{settings.module}.{settings.function} answered {status}", ExecuteFacts(status))
     detail = f"execute: HTTP {status} {error_text(body)}".rstrip()
-    raise ProbeFailure(classify_error(status, body), detail, ExecuteFacts(status))
+    raise ProbeFailure(classify_error(status, body, ctx.cluster), detail, ExecuteFacts(status))
 
 
-def _configured(c: ClusterConfig) -> bool:
+def _configured(c: ClusterConfig, era: Era) -> bool:
     return module_configured(c) and bool(c.api.function)
 
 

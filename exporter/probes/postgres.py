@@ -39,6 +39,7 @@ SPEC = ProbeSpec(
     checks="PlaceOS's health query answers and the tables logins and systems need exist",
     eras=frozenset({Era.B, Era.C}),
     section="postgres",
+    needs="postgres settings (PG_DATABASE_URL or PG_HOST, ...)",
     facts=PostgresFacts,
     errors=ERRORS,
 )

@@ -97,6 +97,7 @@ SPEC = ProbeSpec(
     run=run,
     checks="Redis answers PING and the module status hashes are readable",
     section="redis",
+    needs="redis.url (REDIS_URL)",
     facts=RedisFacts,
     metrics=(
         MetricRow(MetricSpec("placeos_modules", "gauge",

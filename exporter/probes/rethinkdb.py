@@ -51,6 +51,7 @@ SPEC = ProbeSpec(
     checks="PlaceOS's health query answers and its database has the tables logins and systems need",
     eras=frozenset({Era.A}),
     section="rethinkdb",
+    needs="rethinkdb settings (RETHINKDB_HOST, ...)",
     facts=RethinkDBFacts,
     errors=ERRORS,
 )

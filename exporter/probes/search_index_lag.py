@@ -41,6 +41,18 @@ async def run(ctx: ProbeContext) -> Outcome:
         lag[index] = row_count - docs
     behind = {i: n for i, n in lag.items() if n > 0}
     detail = f"{len(lag)} indices counted" + (f"; behind: {behind}" if behind else "")
+    # A slow failure: search-ingest stalled leaves lists stale while everything answers. A lag over the
+    # threshold that did not shrink since the previous count is a stall (a first count only watches).
+    previous: dict[str, int] = ctx.state.get("lag", {})
+    ctx.state["lag"] = lag
+    threshold = settings.index_lag_threshold
+    stalled = {i: n for i, n in behind.items() if n > threshold and i in previous and n >= previous[i]}
+    if stalled:
+        raise ProbeFailure(
+            Reason.UNHEALTHY,
+            f"search-ingest is not catching up: {stalled} documents behind, not shrinking since the last count",
+            LagFacts(lag),
+        )
     return Outcome(Reason.OK, detail, LagFacts(lag))
 
 
@@ -53,6 +65,10 @@ def _lag(facts: LagFacts | None, last_ok: LagFacts | None) -> Samples:
             yield (index,), float(lag[index]) if index in lag else float("nan")
 
 
+def _database_configured(c: ClusterConfig, era: Era) -> bool:
+    return (c.rethinkdb if era is Era.A else c.postgres).probed
+
+
 def _interval(c: ClusterConfig) -> float:
     return c.elasticsearch.index_lag_interval
 
@@ -62,7 +78,8 @@ SPEC = ProbeSpec(
     run=run,
     checks="database rows minus search documents, per PlaceOS index (search-ingest keeping up)",
     needs_probes=(ProbeName.ELASTICSEARCH,),
-    needs="the elasticsearch probe",
+    enabled_by=_database_configured,
+    needs="the database (RethinkDB in era A, PostgreSQL after) configured",
     timeout=30.0,
     interval=_interval,
     facts=LagFacts,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.model.vocabulary import ProbeName, Reason
+from exporter.model.vocabulary import Era, ProbeName, Reason
 from exporter.probes.base import Outcome, ProbeContext, ProbeSpec
 from exporter.probes.clients.rest_api import api_get, base_url, fail_for
 from exporter.settings import ClusterConfig
@@ -19,7 +19,7 @@ async def run(ctx: ProbeContext) -> Outcome:
     return Outcome(Reason.OK, "triggers health route answers 200")
 
 
-def _configured(c: ClusterConfig) -> bool:
+def _configured(c: ClusterConfig, era: Era) -> bool:
     return bool(c.api.url or c.api.triggers_url)
 
 

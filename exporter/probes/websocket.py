@@ -28,6 +28,7 @@ from exporter.probes.clients.rest_api import (
     request_headers,
     tls,
 )
+from exporter.settings import ClusterConfig
 
 # error_code -> reason (internals §5.4: 0 parse_error ... 7 unexpected_failure).
 ERROR_CODES: dict[int, Reason] = {
@@ -47,15 +48,17 @@ def ws_url(http_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, f"{parts.path.rstrip('/')}{ENGINE}/systems/control", "", ""))
 
 
-def error_reason(message: dict[str, Any]) -> Reason:
+def error_reason(message: dict[str, Any], cluster: ClusterConfig | None = None) -> Reason:
     code = message.get("error_code")
     if isinstance(code, int) and code in ERROR_CODES:
         return ERROR_CODES[code]
-    reason = classify_error(int(message.get("code") or 500), {"message": message.get("msg", "")})
-    return Reason.HTTP_5XX if reason is Reason.HTTP_5XX else reason
+    status = message.get("code")
+    return classify_error(status if isinstance(status, int) else 500, {"message": message.get("msg", "")}, cluster)
 
 
-async def receive(ws: aiohttp.ClientWebSocketResponse, want_id: int | None, kinds: set[str]) -> dict[str, Any]:
+async def receive(
+    ws: aiohttp.ClientWebSocketResponse, want_id: int | None, kinds: set[str], cluster: ClusterConfig | None = None
+) -> dict[str, Any]:
     """The next JSON message with this id and one of these types; an error reply fails the probe."""
     while True:
         msg = await ws.receive()
@@ -72,7 +75,8 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, want_id: int | None, kind
                 continue  # e.g. notifies of an earlier bind
             if data.get("type") == "error":
                 raise ProbeFailure(
-                    error_reason(data), f"websocket: error_code {data.get('error_code')} {data.get('msg', '')}"[:300]
+                    error_reason(data, cluster),
+                    f"websocket: error_code {data.get('error_code')} {data.get('msg', '')}"[:300],
                 )
             if data.get("type") in kinds:
                 return data
@@ -105,14 +109,14 @@ async def run(ctx: ProbeContext) -> Outcome:
         bind = {"id": 1, "cmd": "bind", "sys": settings.system_id, "mod": name, "index": index,
                 "name": settings.status_key}  # fmt: skip
         await ws.send_str(json.dumps(bind))
-        await receive(ws, 1, {"success"})
-        await receive(ws, 1, {"notify"})
+        await receive(ws, 1, {"success"}, ctx.cluster)
+        await receive(ws, 1, {"notify"}, ctx.cluster)
         steps.append("notify")
         if settings.function:
             exec_ = {"id": 2, "cmd": "exec", "sys": settings.system_id, "mod": name, "index": index,
                      "name": settings.function, "args": settings.args}  # fmt: skip
             await ws.send_str(json.dumps(exec_))
-            await receive(ws, 2, {"success"})
+            await receive(ws, 2, {"success"}, ctx.cluster)
             steps.append("exec")
         await ws.send_str("ping")
         await receive(ws, None, {"pong"})

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from exporter.expose.metrics import new
 from exporter.expose.report import check_report, render_check
 from exporter.expose.routes import AppState, make_app
 from exporter.expose.webconfig import WebConfig
+from exporter.model.triage import NOTHING_CONFIGURED
 from exporter.probes.clients.rest_api import platform_version
 from exporter.runtime.schedule import load, longest_timeout
 from exporter.runtime.scheduler import MAX_START_SPREAD, Scheduler
@@ -34,6 +36,10 @@ async def check(settings: Settings, as_json: bool) -> int:
     snapshot = Snapshot()
     scheduler = Scheduler(settings, snapshot, detect_era=platform_version)
     await scheduler.run_once()
+    idle = [cs.name for cs in snapshot.clusters.values() if not cs.enabled()]
+    if idle:
+        print(f"placeos-exporter: nothing to probe in cluster {', '.join(idle)}: {NOTHING_CONFIGURED}", file=sys.stderr)
+        return 2
     report = check_report(snapshot)
     print(log.REDACT(json.dumps(report, indent=2) if as_json else render_check(report)))
     return 0 if report["ok"] else 1

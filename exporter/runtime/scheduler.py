@@ -8,6 +8,7 @@ deadline below its interval; an overrunning probe is cancelled and recorded as `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ import aiohttp
 
 from exporter import log
 from exporter.model.vocabulary import Era, Reason
-from exporter.probes import REGISTRY, enabled_probes
+from exporter.probes import REGISTRY, probe_plan
 from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec, classify
 from exporter.runtime.era import era_of
 from exporter.runtime.schedule import schedule
@@ -66,6 +67,7 @@ class Scheduler:
         self.state: dict[tuple[str, str], dict[str, object]] = {}
         self.shared: dict[str, dict[str, object]] = {}
         self.first_round = asyncio.Event()
+        self.kicks: dict[tuple[str, str], asyncio.Event] = {}  # (cluster, probe) -> run now
         for cluster in settings.clusters:
             self.snapshot.clusters.setdefault(cluster.name, ClusterSnapshot(cluster.name, settings.history))
 
@@ -79,7 +81,7 @@ class Scheduler:
             if cs.era is None:
                 era = Era(cluster.era) if cluster.era != "auto" else cluster.inferred_era()
                 cs.set_era(era, "configured" if cluster.era != "auto" else "fallback")
-                cs.set_enabled(enabled_probes(cluster, era, tuple(self.registry.values())))
+                self._plan(cluster, cs, era)
         for cluster in self.settings.clusters:
             self.tasks[cluster.name] = [asyncio.create_task(self._cluster_main(cluster), name=f"era:{cluster.name}")]
 
@@ -117,6 +119,10 @@ class Scheduler:
             if own_session and self.http is not None:
                 await self.http.close()
                 self.http = None
+
+    def _plan(self, cluster: ClusterConfig, cs: ClusterSnapshot, era: Era) -> None:
+        plan = probe_plan(cluster, era, tuple(self.registry.values()))
+        cs.set_enabled([name for name, why in plan.items() if not why], {n: why for n, why in plan.items() if why})
 
     # -- per cluster -------------------------------------------------------------------------------
     async def _cluster_main(self, cluster: ClusterConfig) -> None:
@@ -158,7 +164,7 @@ class Scheduler:
             self.log.info(
                 "cluster %s: era %s (%s%s)", cluster.name, era, source, f", platform {version}" if version else ""
             )
-        cs.set_enabled(enabled_probes(cluster, era, tuple(self.registry.values())))
+        self._plan(cluster, cs, era)
 
     async def _detect_version(self, cluster: ClusterConfig) -> str | None:
         if self.detect_era is None or not cluster.api.url or self.http is None:
@@ -181,18 +187,36 @@ class Scheduler:
         await asyncio.sleep(random.uniform(0, min(MAX_START_SPREAD, interval * 0.1)))
         await self._run_and_record(cluster, cs, probe)
         next_run = loop.time() + random.uniform(0, interval)
+        kick = self.kicks.setdefault((cluster.name, probe), asyncio.Event())
         while True:
-            await asyncio.sleep(max(0.0, next_run - loop.time()))
+            # A re-check after another probe's change runs at once, off the steady schedule.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kick.wait(), max(0.0, next_run - loop.time()))
+            if kick.is_set():
+                kick.clear()
+                await self._run_and_record(cluster, cs, probe, recheck=True)
+                continue
             await self._run_and_record(cluster, cs, probe)
             next_run += interval
             if next_run < loop.time():  # overran (cannot happen with timeout < interval): stay steady
                 next_run = loop.time() + interval
 
-    async def _run_and_record(self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: str) -> None:
+    async def _run_and_record(
+        self, cluster: ClusterConfig, cs: ClusterSnapshot, probe: str, recheck: bool = False
+    ) -> None:
+        """Run, record and, when a scheduled run changes state, re-check the cluster's other probes at once
+        so the diagnosis never rests on results from before the change (the snapshot holds the last
+        settled diagnosis until they report). A re-check's own change starts no further round."""
         result = await self.run_probe(cluster, cs, probe)
         previous = cs.probes[probe].reason
-        if cs.record(result):  # the snapshot re-diagnoses the cluster when the result changes it
+        others: list[str] = []
+        if not recheck and result.reason is not previous and all(s.last for s in cs.enabled()):
+            others = [s.probe for s in cs.enabled() if s.probe != probe and self.registry[s.probe].interval is None]
+        if cs.record(result, recheck=others):  # the snapshot re-diagnoses the cluster when it changes
             self._log_change(cluster.name, result, previous)
+            for other in others:
+                if (event := self.kicks.get((cluster.name, other))) is not None:
+                    event.set()
         if not self.first_round.is_set() and all(s.last for c in self.snapshot.clusters.values() for s in c.enabled()):
             self.first_round.set()
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.model.failure_model import SYMPTOMS, Symptom
@@ -100,10 +100,17 @@ class ClusterSnapshot:
     probes: dict[str, ProbeState] = field(default_factory=dict)
     version: int = 0
     diagnosis: Diagnosis = field(default_factory=Diagnosis)
+    off: dict[str, str] = field(default_factory=dict)  # probes that do not run -> why
+    awaiting: set[str] = field(default_factory=set)  # probes re-checking after a change (settling)
+    settle_since: float = 0.0  # wall clock of the change being settled
+    settled: Diagnosis = field(default_factory=Diagnosis)  # the last diagnosis no re-check was pending for
     symptoms: Sequence[Symptom] = field(default=SYMPTOMS, repr=False)  # the failure model it is read with
 
-    def set_enabled(self, enabled: list[str]) -> None:
-        """Enable exactly these probes; counters of disabled ones are kept for when they return."""
+    def set_enabled(self, enabled: list[str], off: dict[str, str] | None = None) -> None:
+        """Enable exactly these probes (``off``: the others, with why); counters of disabled ones are
+        kept for when they return."""
+        self.off = dict(off or {})
+        self.awaiting &= set(enabled)
         for name in enabled:
             if name not in self.probes:
                 self.probes[name] = ProbeState(name, self.history_size)
@@ -115,18 +122,33 @@ class ClusterSnapshot:
     def enabled(self) -> list[ProbeState]:
         return [s for s in self.probes.values() if s.enabled]
 
-    def record(self, result: ProbeResult) -> bool:
-        """Add a run; True if its reason changed. The diagnosis follows any change of what it reads."""
+    def record(self, result: ProbeResult, recheck: Iterable[str] = ()) -> bool:
+        """Add a run; True if its reason changed. The diagnosis follows any change of what it reads.
+
+        ``recheck``: on a change, the probes that must run again before the diagnosis is trusted (the
+        scheduler runs them at once). Until they have reported, the last settled diagnosis stands and
+        says it is settling: a half-updated picture would name a wrong cause for seconds.
+        """
         state = self.probes[result.probe]
-        before = state.observation()
+        before, waited = state.observation(), result.probe in self.awaiting
         changed = state.record(result)
-        if state.observation() != before:
+        if result.finished - result.duration >= self.settle_since:  # a run that began after the change
+            self.awaiting.discard(result.probe)
+        if changed and recheck:
+            self.awaiting |= {p for p in recheck if p != result.probe and p in self.probes}
+            self.settle_since = result.finished
+        if state.observation() != before or waited or self.awaiting:
             self.rediagnose()
         self.version += 1
         return changed
 
     def rediagnose(self) -> None:
-        self.diagnosis = diagnose({s.probe: s.observation() for s in self.enabled()}, self.symptoms)
+        fresh = diagnose({s.probe: s.observation() for s in self.enabled()}, self.symptoms)
+        fresh.off = dict(self.off)
+        if self.awaiting:
+            self.diagnosis = replace(self.settled, settling=sorted(self.awaiting))
+        else:
+            self.settled = self.diagnosis = fresh
 
     def set_era(self, era: Era, source: str, platform_version: str = "") -> None:
         self.era, self.era_source, self.platform_version = era, source, platform_version

@@ -3,8 +3,9 @@ helm binary) and the deploy docs' snippets.
 
 Lint, the values schema, every rendered manifest against the Kubernetes JSON schemas of
 kubernetes-validate (offline), the CRDs (ServiceMonitor, PrometheusRule) by hand, one source for
-alerts/ and dashboards/, the rendered configuration accepted by the exporter itself, and docs/deploy.md's
-compose, scrape and inhibit snippets.
+alerts/ and dashboards/, the rendered configuration accepted by the exporter itself, what NOTES.txt tells
+the installer (no cluster configured, the local image, the monitoring objects), and docs/deploy.md's
+compose, scrape, inhibit and Helm snippets.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.settings import SECTIONS, env_names
+from exporter.settings import SECTIONS, Settings, env_names
 
 try:  # the Helm v4 SDK (no helm binary); the Kubernetes JSON schemas, offline
     import helm_python as helm
@@ -57,8 +58,10 @@ def values_for(name: str) -> dict[str, Any] | None:
     return loaded
 
 
-def render(values: dict[str, Any] | None, *, monitoring_api: bool = True) -> dict[str, list[dict[str, Any]]]:
-    """`helm template` with (or without) the monitoring.coreos.com/v1 API: manifests per template."""
+def render_text(values: dict[str, Any] | None, *, monitoring_api: bool = False) -> dict[str, str]:
+    """`helm template`, by default as plain `helm template` and Argo CD run it: without the cluster's
+    API capabilities (monitoring_api=True adds `--api-versions monitoring.coreos.com/v1`). Text per
+    template, NOTES.txt included."""
     from helm_python import _native
 
     opts: dict[str, Any] = {"name": RELEASE, "namespace": NAMESPACE, "kube_version": "v1.30.0"}
@@ -72,12 +75,26 @@ def render(values: dict[str, Any] | None, *, monitoring_api: bool = True) -> dic
                 "helm_render", chart._raw(), None if values is None else json.dumps(values), json.dumps(opts)
             )
         )
-    docs: dict[str, list[dict[str, Any]]] = {}
-    for template, text in out.items():
-        if template.endswith("NOTES.txt"):
-            continue
-        docs[template.rsplit("/", 1)[-1]] = [d for d in yaml.safe_load_all(text) if d]
-    return docs
+    return {template.rsplit("/", 1)[-1]: text for template, text in out.items()}
+
+
+def render(values: dict[str, Any] | None, *, monitoring_api: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Manifests per template (NOTES.txt left out)."""
+    return {
+        template: [d for d in yaml.safe_load_all(text) if d]
+        for template, text in render_text(values, monitoring_api=monitoring_api).items()
+        if template != "NOTES.txt"
+    }
+
+
+def notes(values: dict[str, Any] | None) -> str:
+    return render_text(values)["NOTES.txt"]
+
+
+def enabled(values: dict[str, Any] | None, key: str) -> bool:
+    """serviceMonitor/prometheusRule .enabled of a value set, over the chart's default."""
+    default: bool = yaml.safe_load((CHART / "values.yaml").read_text())[key]["enabled"]
+    return bool((values or {}).get(key, {}).get("enabled", default))
 
 
 def manifests(values: dict[str, Any] | None, **kw: bool) -> list[dict[str, Any]]:
@@ -130,7 +147,7 @@ def test_values_schema_rejects_typos_and_unknown_secret_names() -> None:
 def test_chart_refuses_inconsistent_values() -> None:
     cases = {
         "secretKeys needs existingSecret": {"secretKeys": {"PG_PASSWORD": "pg-password"}},
-        "serviceMonitor: no endpoint": {"serviceMonitor": {"selfMonitor": {"enabled": False}}},
+        "serviceMonitor: no endpoint": {"serviceMonitor": {"enabled": True, "selfMonitor": {"enabled": False}}},
     }
     for message, values in cases.items():
         with pytest.raises(helm.HelmRenderError, match=message):
@@ -187,7 +204,9 @@ def check_prometheusrule(doc: dict[str, Any]) -> None:
 def test_rendered_manifests_are_valid_kubernetes_objects(name: str, rendered: dict[str, Any]) -> None:
     docs: list[dict[str, Any]] = rendered[name]
     kinds = sorted(d["kind"] for d in docs)
-    expected = ["ConfigMap", "Deployment", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
+    expected = ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    expected += [kind for kind, key in (("ServiceMonitor", "serviceMonitor"), ("PrometheusRule", "prometheusRule"))
+                 if enabled(values_for(name), key)]  # fmt: skip
     if (values_for(name) or {}).get("config"):
         expected += ["ConfigMap"]
     for optional in ("networkPolicy", "podDisruptionBudget"):
@@ -210,9 +229,122 @@ def test_rendered_manifests_are_valid_kubernetes_objects(name: str, rendered: di
 
 
 @needs_helm
-def test_crds_render_only_where_the_monitoring_api_exists() -> None:
-    kinds = {d["kind"] for d in manifests(values_for("multi-cluster-values.yaml"), monitoring_api=False)}
-    assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds and "Deployment" in kinds
+@pytest.mark.parametrize("monitoring_api", [False, True], ids=["helm template, Argo CD", "API present"])
+def test_crds_render_when_enabled_whatever_the_api_capabilities(monitoring_api: bool) -> None:
+    """No .Capabilities gate: `helm template` and Argo CD (no cluster API capabilities) render the
+    ServiceMonitor and PrometheusRule exactly when enabled, as an install against the cluster does."""
+    for sm in (False, True):
+        for pr in (False, True):
+            values = {"serviceMonitor": {"enabled": sm}, "prometheusRule": {"enabled": pr}}
+            kinds = [d["kind"] for d in manifests(values, monitoring_api=monitoring_api)]
+            assert kinds.count("ServiceMonitor") == sm and kinds.count("PrometheusRule") == pr, values
+            assert "Deployment" in kinds
+    multi = values_for("multi-cluster-values.yaml")
+    assert render(multi, monitoring_api=monitoring_api) == render(multi, monitoring_api=not monitoring_api)
+    for template in (CHART / "templates").iterdir():
+        assert "Capabilities.APIVersions" not in template.read_text(), template.name
+
+
+@needs_helm
+def test_crds_are_off_by_default_and_take_the_release_label() -> None:
+    """Off by default (prometheus-community's exporter charts do the same): an install where the
+    Prometheus Operator's CRDs are missing would fail with 'no matches for kind ServiceMonitor'.
+    values.yaml shows kube-prometheus-stack's release label, commented; NOTES.txt says all of it."""
+    kinds = {d["kind"] for d in manifests(None)}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"} and "Deployment" in kinds
+    values_text = (CHART / "values.yaml").read_text()
+    for key in ("serviceMonitor", "prometheusRule"):
+        block = re.search(rf"^{key}:\n(.*?)^\S", values_text, re.S | re.M)
+        assert block is not None
+        assert re.search(r"^  enabled: false$", block.group(1), re.M), key
+        assert re.search(r"^  additionalLabels: \{\}\n +# release: kube-prometheus-stack\b", block.group(1), re.M), key
+    text = notes(None)
+    assert "No ServiceMonitor (serviceMonitor.enabled=false, the default" in text
+    assert "No PrometheusRule (prometheusRule.enabled=false, the default" in text
+    assert "serviceMonitor.enabled=true,serviceMonitor.additionalLabels.release=" in text
+    assert "alerts/placeos-exporter.rules.yml" in text
+    # Enabled without kube-prometheus-stack's label: the notes say what selects them.
+    on = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    text = notes(on)
+    assert "ServiceMonitor placeos-exporter created" in text and "PrometheusRule placeos-exporter created" in text
+    assert "Set serviceMonitor.additionalLabels.release=" in text
+    assert "Set prometheusRule.additionalLabels.release=" in text
+    # With it (own or common labels), on both objects, and no hint.
+    label = {"release": "kube-prometheus-stack"}
+    for labelled in (
+        {"serviceMonitor": {"enabled": True, "additionalLabels": label},
+         "prometheusRule": {"enabled": True, "additionalLabels": label}},
+        {**on, "commonLabels": label},
+    ):  # fmt: skip
+        docs = manifests(labelled)
+        for kind in ("ServiceMonitor", "PrometheusRule"):
+            assert one(docs, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert "additionalLabels.release" not in notes(labelled)
+
+
+@needs_helm
+def test_default_image_is_the_local_build_tag() -> None:
+    """No image is published: the default is the tag the Dockerfile's own build line produces (no
+    registry, so it cannot pass for a published image), and NOTES.txt says to build, push and set
+    image.repository; once it is set, the notes keep quiet about it."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["image"]
+    assert defaults["repository"] == "placeos-exporter" and "/" not in defaults["repository"]
+    image = one(manifests(None), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"placeos-exporter:{PYPROJECT_VERSION}"
+    header = DOCKERFILE.read_text().split("\nFROM ", 1)[0]
+    assert re.findall(r"docker build -t (\S+) \.", header) == [image], "the Dockerfile's README line"
+    assert f"docker build -t {image} " in DEPLOY_DOC.read_text()
+    text = notes(None)
+    assert f"IMAGE: {image} is the local tag of `docker build`" in text
+    assert f"docker build -t <registry>/placeos-exporter:{PYPROJECT_VERSION} . && docker push" in text
+    assert "--set image.repository=<registry>/placeos-exporter" in text
+    values_text = (CHART / "values.yaml").read_text()
+    assert "docker build -t <registry>/placeos-exporter:<version> ." in values_text
+    assert "docker push <registry>/placeos-exporter:<version>" in values_text
+    pushed = {"image": {"repository": "registry.example.com/placeos-exporter"}}
+    image = one(manifests(pushed), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"registry.example.com/placeos-exporter:{PYPROJECT_VERSION}"
+    assert "IMAGE:" not in notes(pushed)
+
+
+def cluster_env_names() -> list[str]:
+    """Every env name that sets something of the default cluster (exporter.settings), with the
+    <NAME>_FILE forms of secrets."""
+    names = []
+    for section, model in SECTIONS.items():
+        for _, found, secret in env_names(section, model):
+            names += found + [f"{n}_FILE" for n in found if secret]
+    return sorted(set(names))
+
+
+@needs_helm
+def test_notes_say_what_to_configure_when_no_cluster_is() -> None:
+    """A default install comes up saying what to set and where it is documented; any setting of a
+    cluster (env, extraEnv, secretKeys, config.clusters) silences that, exporter-wide settings do not."""
+    nothing = "NO PLACEOS CLUSTER CONFIGURED"
+    text = notes(None)
+    assert nothing in text
+    needed = ["PLACE_URI", "REDIS_URL", "PG_HOST", "ETCD_HOST", "RETHINKDB_HOST", "existingSecret",
+              "PLACEOS_EXPORTER_API_API_KEY", "config.clusters", "docs/deploy.md", "docs/configuration.md"]  # fmt: skip
+    assert [n for n in needed if n not in text] == []
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert meta["home"] in text
+    # Every name the exporter reads for a cluster counts, in env (non-empty), extraEnv or secretKeys.
+    for name in cluster_env_names():
+        assert nothing not in notes({"env": {name: "x"}}), name
+    assert nothing not in notes({"extraEnv": [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
+        "name": "s", "key": "redis-url"}}}]})  # fmt: skip
+    assert nothing not in notes({"existingSecret": "s", "secretKeys": {"PLACEOS_EXPORTER_API_API_KEY": "api-key"}})
+    assert nothing not in notes(values_for("multi-cluster-values.yaml"))
+    assert nothing not in notes(values_for("default-values.yaml"))
+    # Exporter-wide settings, cluster metadata, empty values and unrelated variables say nothing of where PlaceOS is.
+    wide = [f"PLACEOS_EXPORTER_{f.upper()}" for f in Settings.model_fields if f != "clusters"]
+    wide += ["PLACEOS_EXPORTER_CLUSTER_NAME", "PLACEOS_EXPORTER_ERA", "PLACEOS_EXPORTER_ERA_FALLBACK", "TZ"]
+    assert not set(wide) & set(cluster_env_names())
+    for name in wide:
+        assert nothing in notes({"env": {name: "x"}}), name
+    assert nothing in notes({"env": {"REDIS_URL": ""}, "extraEnv": [{"name": "HTTPS_PROXY", "value": "x"}]})
+    assert nothing in notes({"config": {"interval": 15}})
 
 
 @needs_helm
@@ -261,7 +393,7 @@ def test_secrets_are_files_of_the_existing_secret(rendered: dict[str, Any]) -> N
 def test_prometheus_rule_is_the_alerts_file() -> None:
     link = CHART / "files" / "placeos-exporter.rules.yml"
     assert link.is_symlink() and link.resolve() == ALERTS_FILE.resolve(), "one source: a link to alerts/"
-    rule = one(manifests(None), "PrometheusRule")
+    rule = one(manifests({"prometheusRule": {"enabled": True}}), "PrometheusRule")
     assert rule["spec"]["groups"] == yaml.safe_load(ALERTS_FILE.read_text())["groups"]
 
 
@@ -283,7 +415,9 @@ def test_packaged_chart_carries_the_linked_files(tmp_path: Path) -> None:
 def test_servicemonitor_job_matches_the_exporter_down_alert(rendered: dict[str, Any]) -> None:
     jobs = set(re.findall(r'up\{job="([^"]+)"\}', ALERTS_FILE.read_text()))
     assert len(jobs) == 1
-    for name in VALUE_SETS:
+    with_sm = [name for name in VALUE_SETS if enabled(values_for(name), "serviceMonitor")]
+    assert with_sm
+    for name in with_sm:
         for ep in one(rendered[name], "ServiceMonitor")["spec"]["endpoints"]:
             job = [r for r in ep["relabelings"] if r.get("targetLabel") == "job"]
             assert [r["replacement"] for r in job] == list(jobs)
@@ -531,6 +665,15 @@ def test_helm_values_example_renders() -> None:
     docs = manifests(values)
     assert one(docs, "ServiceMonitor")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert one(docs, "PrometheusRule")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The image step 1 pushes, under the chart's default tag.
+    (build,) = [b for first, b in doc_blocks("sh").items() if first.startswith("# image for the chart")]
+    (pushed,) = re.findall(r"^docker push (\S+)$", build, re.M)
+    assert re.findall(r"^docker build -t (\S+) ", build, re.M) == [pushed]
+    image = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == pushed == f"{values['image']['repository']}:{PYPROJECT_VERSION}"
+    # Nothing left for the notes to complain about.
+    text = notes(values)
+    assert "NO PLACEOS CLUSTER" not in text and "IMAGE:" not in text and "additionalLabels.release" not in text
     env = container_env(one(docs, "Deployment"))
     assert set(values["env"]) <= set(env) <= configuration_env_names()
     assert env["PG_PASSWORD_FILE"] == "/etc/placeos-exporter/secrets/pg-password"

@@ -2,7 +2,8 @@
 applies, every pair of simultaneous failures, exporter-side misconfiguration, and the healthy state.
 
 Scenarios are data: the probe results a real outage produces (as the sandbox shows them) and the
-exact root causes expected.
+exact root causes expected. The health route's own 500 is ``unhealthy`` (internals §5.1); a proxy's
+502/503 is ``http_5xx``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ DB = {"A": P.RETHINKDB, "B": P.POSTGRES, "C": P.POSTGRES}
 # really produces (internals §5.1-§5.4 bodies, classified by the probes).
 SCENARIOS: dict[str, tuple[str, dict[P | str, R], set[str]]] = {
     "etcd down": ("AB", {
-        P.ETCD: R.CONNECTION_REFUSED, P.CORE_DISCOVERY: R.CONNECTION_REFUSED, P.API_HEALTH: R.HTTP_5XX,
+        P.ETCD: R.CONNECTION_REFUSED, P.CORE_DISCOVERY: R.CONNECTION_REFUSED, P.API_HEALTH: R.UNHEALTHY,
         P.EXECUTE: R.NO_CORE_INSTANCES, P.WEBSOCKET: R.NO_CORE_INSTANCES, P.TRIGGERS_HEALTH: R.HTTP_5XX,
     }, {"etcd"}),
     "etcd hung": ("AB", {P.ETCD: R.TIMEOUT, P.CORE_DISCOVERY: R.TIMEOUT, P.EXECUTE: R.TIMEOUT}, {"etcd"}),
@@ -37,15 +38,15 @@ SCENARIOS: dict[str, tuple[str, dict[P | str, R], set[str]]] = {
         P.WEBSOCKET: R.TIMEOUT, P.CORE_DISCOVERY: R.TIMEOUT, P.DRIVERS: R.TIMEOUT, P.TRIGGERS_HEALTH: R.TIMEOUT,
     }, {"redis"}),
     "database down": ("ABC", {
-        "db": R.CONNECTION_REFUSED, P.API_HEALTH: R.HTTP_5XX, P.LOGIN: R.AUTH_FAILED,
+        "db": R.CONNECTION_REFUSED, P.API_HEALTH: R.UNHEALTHY, P.LOGIN: R.AUTH_FAILED,
         P.SYSTEMS_LIST: R.AUTH_FAILED, P.MODULE_FUNCTIONS: R.AUTH_FAILED, P.EXECUTE: R.AUTH_FAILED,
         P.DRIVERS: R.AUTH_FAILED, P.TRIGGERS_HEALTH: R.HTTP_5XX,
     }, {"database"}),
     "database password changed for everyone": ("ABC", {
-        "db": R.AUTH_FAILED, P.LOGIN: R.AUTH_FAILED, P.SYSTEMS_LIST: R.AUTH_FAILED, P.API_HEALTH: R.HTTP_5XX,
+        "db": R.AUTH_FAILED, P.LOGIN: R.AUTH_FAILED, P.SYSTEMS_LIST: R.AUTH_FAILED, P.API_HEALTH: R.UNHEALTHY,
     }, {"database"}),
     "redis down": ("ABC", {
-        P.REDIS: R.CONNECTION_REFUSED, P.API_HEALTH: R.HTTP_5XX, P.MODULE_FUNCTIONS: R.HTTP_5XX,
+        P.REDIS: R.CONNECTION_REFUSED, P.API_HEALTH: R.UNHEALTHY, P.MODULE_FUNCTIONS: R.HTTP_5XX,
         P.EXECUTE: R.HTTP_5XX, P.WEBSOCKET: R.PROTOCOL_ERROR, P.TRIGGERS_HEALTH: R.HTTP_5XX,
     }, {"redis"}),
     "redis down in era C (discovery too)": ("C", {
@@ -61,7 +62,7 @@ SCENARIOS: dict[str, tuple[str, dict[P | str, R], set[str]]] = {
     }, {"core"}),
     "no core instances, discovery probe not run": ("ABC", {P.EXECUTE: R.NO_CORE_INSTANCES}, {"core"}),
     "API cannot reach etcd": ("AB", {P.EXECUTE: R.ETCD_UNREACHABLE, P.WEBSOCKET: R.ETCD_UNREACHABLE,
-                                     P.API_HEALTH: R.HTTP_5XX, P.DRIVERS: R.HTTP_5XX}, {"api_etcd"}),
+                                     P.API_HEALTH: R.UNHEALTHY, P.DRIVERS: R.HTTP_5XX}, {"api_etcd"}),
     "driver crash loop": ("ABC", {P.DRIVERS: R.DRIVER_ERROR, P.EXECUTE: R.DRIVER_ERROR}, {"driver"}),
     "driver raised on execute": ("ABC", {P.EXECUTE: R.DRIVER_ERROR}, {"driver"}),
     "driver failed to compile": ("ABC", {P.DRIVERS: R.DRIVER_ERROR, P.MODULE_FUNCTIONS: R.NOT_FOUND,

@@ -25,9 +25,9 @@ from exporter.model.failure_model import (
     Passing,
 )
 from exporter.model.vocabulary import FAILURE_REASONS, REASON_MEANING, Era, ProbeName, Reason
-from exporter.probes import REGISTRY, enabled_probes
+from exporter.probes import REGISTRY, enabled_probes, probe_plan
 from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult
-from exporter.settings import ClusterConfig
+from exporter.settings import ClusterConfig, load_settings
 
 PROBES = [spec.name for spec in REGISTRY]
 
@@ -116,12 +116,54 @@ def test_search_index_lag_failing_is_not_healthy() -> None:
     assert not cluster_report(cluster).ok
 
 
+EVERY_BACKEND = {
+    "etcd": {"host": "etcd"},
+    "rethinkdb": {"host": "rethinkdb"},
+    "postgres": {"host": "pg"},
+    "redis": {"url": "redis://redis:6379"},
+    "elasticsearch": {"host": "es"},
+}
+
+
 def test_enabled_probes_follow_the_rows() -> None:
-    era_a = enabled_probes(ClusterConfig(), Era.A)
+    every = ClusterConfig.model_validate(EVERY_BACKEND)
+    era_a = enabled_probes(every, Era.A)
     assert ProbeName.RETHINKDB in era_a and ProbeName.POSTGRES not in era_a and ProbeName.ETCD in era_a
-    era_c = enabled_probes(ClusterConfig(), Era.C)
+    era_c = enabled_probes(every, Era.C)
     assert ProbeName.POSTGRES in era_c and ProbeName.ETCD not in era_c
     # No api.url: no user-path probe; the lag needs the Elasticsearch probe.
     assert ProbeName.LOGIN not in era_c and ProbeName.SEARCH_INDEX_LAG in era_c
-    off = ClusterConfig.model_validate({"elasticsearch": {"enabled": False}})
+    off = ClusterConfig.model_validate({**EVERY_BACKEND, "elasticsearch": {"enabled": False}})
     assert ProbeName.SEARCH_INDEX_LAG not in enabled_probes(off, Era.C)
+
+
+def test_only_configured_backends_are_probed() -> None:
+    """Seen by a user: with only REDIS_URL set, etcd, RethinkDB and Elasticsearch were probed at localhost."""
+    redis_only = load_settings(environ={"REDIS_URL": "redis://redis:6379"}).clusters[0]
+    assert enabled_probes(redis_only, Era.A) == [ProbeName.REDIS]
+    assert enabled_probes(redis_only, Era.C) == [ProbeName.REDIS, ProbeName.CORE_DISCOVERY]
+    # etcd switched off: discovery in eras A/B has nowhere to look.
+    etcd_off = ClusterConfig.model_validate({"etcd": {"host": "etcd", "enabled": False}})
+    assert ProbeName.CORE_DISCOVERY not in enabled_probes(etcd_off, Era.B)
+    # The exporter-wide switch is honoured, and a cluster's own setting wins over it.
+    settings = load_settings(
+        environ={"REDIS_URL": "redis://r:6379"}, overrides={"probes": {"redis": {"enabled": False}}}
+    )
+    assert ProbeName.REDIS not in enabled_probes(settings.clusters[0], Era.C)
+    nothing = plan_of(ClusterConfig(), Era.C)
+    assert not [p for p, why in nothing.items() if not why]
+    assert nothing[ProbeName.LOGIN].startswith("not configured: needs api.url")
+
+
+def plan_of(cluster: ClusterConfig, era: Era) -> dict[str, str]:
+    return probe_plan(cluster, era)
+
+
+def test_a_cluster_with_nothing_configured_says_what_to_configure() -> None:
+    cluster = ClusterSnapshot("default", 5)
+    plan = probe_plan(ClusterConfig(), Era.C)
+    cluster.set_enabled([], plan)
+    d = cluster.diagnosis
+    assert not d.configured and not d.causes and "none" not in d.causes
+    assert d.verdict().startswith("Nothing to probe: configure the PlaceOS API (PLACE_URI")
+    assert not cluster_report(cluster).ok

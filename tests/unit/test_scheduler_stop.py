@@ -36,7 +36,7 @@ async def test_stop_ends_a_probe_that_swallowed_one_cancellation(monkeypatch: py
         await asyncio.sleep(30)
         return Outcome(Reason.OK, "")
 
-    settings = settings_for({"era": "C", "postgres": {"enabled": False}}, interval=60.0, timeout=50.0)
+    settings = settings_for({"era": "C", "redis": {"url": "redis://127.0.0.1:1"}}, interval=60.0, timeout=50.0)
     registry = [dataclasses.replace(s, run=stubborn) if s.name == ProbeName.REDIS else s for s in REGISTRY]
     scheduler = Scheduler(settings, Snapshot(), registry=registry)
     await scheduler.start()

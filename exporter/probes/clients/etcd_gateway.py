@@ -80,7 +80,8 @@ class EtcdGateway:
 def gateway_reason(status: int, message: str) -> Reason:
     """Reasons for gateway errors; the gRPC error text says more than the HTTP status."""
     text = message.lower()
-    if "authentication failed" in text or "invalid auth token" in text or "user name is empty" in text:
+    # "authentication is not enabled" (HTTP 412): credentials configured for an etcd without auth.
+    if any(m in text for m in ("authentication failed", "invalid auth token", "user name is empty", "not enabled")):
         return Reason.AUTH_FAILED
     if "permission denied" in text:
         return Reason.ACCESS_DENIED

@@ -7,14 +7,15 @@ host (internals §5.2). Credentials travel in headers, never in URLs, so no log 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from exporter.model.placeos import EXECUTE_ERRORS
-from exporter.model.vocabulary import Reason
+from exporter.model.placeos import BACKEND_PORTS, EXECUTE_ERRORS
+from exporter.model.vocabulary import Era, Reason
 from exporter.probes.base import ProbeContext, ProbeFailure
 from exporter.probes.clients.bounded import http_status_reason, parse_json, read_bounded, read_json, ssl_context
 from exporter.settings import ApiSettings, ClusterConfig
@@ -111,15 +112,51 @@ def error_text(body: Any) -> str:
     return " ".join(str(body[k]) for k in ("error", "message") if body.get(k))[:300]
 
 
-def classify_error(status: int, body: Any) -> Reason:
-    """The reason for a failed execute (HTTP or WebSocket), from its body first and its status second."""
+def classify_error(status: int, body: Any, cluster: ClusterConfig | None = None) -> Reason:
+    """The reason for a failed execute (HTTP or WebSocket), from its body first and its status second.
+
+    An IO error names the address it could not reach (internals §5.3): a configured backend's address,
+    or a backend's default port, says which backend; any other address is a core's.
+    """
     text = error_text(body).lower()
     for marker, reason in EXECUTE_ERRORS:
         if marker in text:
+            if reason in _IO_REASONS:
+                return unreachable(text, cluster) or Reason(reason)
             return Reason(reason)
     if status == 401:
         return Reason.AUTH_FAILED
     return http_status_reason(status)
+
+
+_IO_REASONS = {"etcd_unreachable", "redis_unreachable", "database_unreachable", "core_unreachable"}
+_ADDRESS = re.compile(r"(?:^|[\s'\"/@(])(\[[0-9a-f:]+\]|[a-z0-9][a-z0-9_.-]*):(\d{2,5})\b")
+
+
+def unreachable(text: str, cluster: ClusterConfig | None) -> Reason | None:
+    """Which backend an error's address is: a configured one first, then a default port; None if none."""
+    known = backend_addresses(cluster) if cluster is not None else {}
+    for host, port in _ADDRESS.findall(text):
+        address = (host.strip("[]"), int(port))
+        if address in known:
+            return known[address]
+        if address[1] in BACKEND_PORTS:
+            return Reason(BACKEND_PORTS[address[1]])
+    return None
+
+
+def backend_addresses(c: ClusterConfig) -> dict[tuple[str, int], Reason]:
+    """(host, port) of every backend the exporter is configured with, lower-cased."""
+    out: dict[tuple[str, int], Reason] = {}
+    redis = urlsplit(c.redis.url)
+    out[((redis.hostname or "").lower(), redis.port or 6379)] = Reason.REDIS_UNREACHABLE
+    if c.postgres.url:
+        pg = urlsplit(c.postgres.url)
+        out[((pg.hostname or "").lower(), pg.port or 5432)] = Reason.DATABASE_UNREACHABLE
+    out[(c.postgres.host.lower(), c.postgres.port)] = Reason.DATABASE_UNREACHABLE
+    out[(c.rethinkdb.host.lower(), c.rethinkdb.port)] = Reason.DATABASE_UNREACHABLE
+    out[(c.etcd.host.lower(), c.etcd.port)] = Reason.ETCD_UNREACHABLE
+    return out
 
 
 def fail_for(status: int, body: Any, what: str) -> ProbeFailure:
@@ -148,13 +185,13 @@ async def platform_version(cluster: ClusterConfig, http: aiohttp.ClientSession, 
 # --- what the user-path probes need configured (their specs' ``enabled_by``) ------------------------
 
 
-def api_configured(c: ClusterConfig) -> bool:
+def api_configured(c: ClusterConfig, era: Era | None = None) -> bool:
     return bool(c.api.url)
 
 
-def can_log_in(c: ClusterConfig) -> bool:
+def can_log_in(c: ClusterConfig, era: Era | None = None) -> bool:
     return api_configured(c) and has_credentials(c.api)
 
 
-def module_configured(c: ClusterConfig) -> bool:
+def module_configured(c: ClusterConfig, era: Era | None = None) -> bool:
     return can_log_in(c) and bool(c.api.system_id and c.api.module)

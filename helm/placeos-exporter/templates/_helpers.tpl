@@ -65,6 +65,37 @@ app.kubernetes.io/part-of: placeos
 {{- toJson $clusters }}
 {{- end }}
 
+{{/*
+"true" when a PlaceOS cluster is configured (else empty): config.clusters, or a setting of the default
+cluster in env (non-empty), extraEnv or secretKeys. Those are PlaceOS's names (ETCD_*, RETHINKDB_*, PG_*,
+REDIS_*, ELASTIC_* or ES_*, PLACE_*, HD_SERVICE_*) and PLACEOS_EXPORTER_<section>_*, also as <name>_FILE;
+exporter-wide PLACEOS_EXPORTER_* settings (log level, interval, ...) say nothing about where PlaceOS is.
+*/}}
+{{- define "placeos-exporter.clusterConfigured" -}}
+{{- $pattern := "^(PLACEOS_EXPORTER_(API|ETCD|REDIS|RETHINKDB|POSTGRES|ELASTICSEARCH)|ETCD|RETHINKDB|PG|REDIS|ELASTIC|ES|PLACE|HD_SERVICE)_" }}
+{{- $names := list }}
+{{- range $name, $value := (.Values.env | default dict) }}
+{{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- range (.Values.extraEnv | default list) }}
+{{- $names = append $names (toString .name) }}
+{{- end }}
+{{- range $name, $key := (.Values.secretKeys | default dict) }}
+{{- if $key }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- $configured := gt (len (include "placeos-exporter.clusters" . | fromJsonArray)) 0 }}
+{{- range $names }}
+{{- if regexMatch $pattern . }}
+{{- $configured = true }}
+{{- end }}
+{{- end }}
+{{- if $configured }}true{{ end }}
+{{- end }}
+
 {{/* The port of a URL: explicit, or the scheme's default. */}}
 {{- define "placeos-exporter.urlPort" -}}
 {{- $url := urlParse . }}
