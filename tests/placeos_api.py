@@ -330,6 +330,7 @@ class PlaceOSApi:
         r.add_get(f"{b}/systems", self._systems)
         r.add_get(f"{b}/systems/", self._systems)
         r.add_get(f"{b}/systems/control", self._websocket)
+        r.add_get(f"{b}/systems/{{sys_id}}", self._system)
         r.add_get(f"{b}/systems/{{sys_id}}/functions/{{slug}}", self._functions)
         r.add_get(f"{b}/systems/{{sys_id}}/{{slug}}", self._state)
         r.add_post(f"{b}/systems/{{sys_id}}/{{slug}}/{{method}}", self._execute)
@@ -663,6 +664,14 @@ class PlaceOSApi:
             nxt = range_end + 1 if self.era in _ABC else range_end  # A-C skipped a row (application.cr NOTE)
             headers["Link"] = f'<{API_BASE}/systems?offset={nxt}&limit={limit}>; rel="next"'
         return _json(200, page, headers)
+
+    async def _system(self, request: web.Request) -> web.Response:
+        """GET /systems/:sys_id: the system from the database, its ``modules`` ids (internals §5.3)."""
+        p = self._authorize(request)
+        self._require(p, ["systems"], "read")
+        if not self._system_exists(request.match_info["sys_id"]):
+            return _json(404, {})  # the model's find! raising not found; the body is not pinned
+        return _json(200, self._system_doc())
 
     def _control_read(self, p: _Principal) -> None:
         # systems.cr: can_read_control (systems or control) then check_support for functions/state

@@ -443,7 +443,9 @@ SYMPTOMS: tuple[Symptom, ...] = (
         AFTER_LOGIN,
         *NAMED_BACKEND_RULES,
         Rule(DRIVER_ERROR, (ExplainedBy("driver"), Blame("driver"))),
-        Rule(NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), ExplainedBy("core"), Blame("driver"))),
+        # "module not found": its driver never ran (the drivers probe says so), else the exporter's target.
+        Rule(NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), ExplainedBy("core"),
+                         Blame("exporter_config", Passing((P.DRIVERS,))), Blame("driver"))),
         Rule(CREDENTIALS, (Blame("exporter_config"),)),
         Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
                    ExplainedBy("api_backend"), Blame("unknown"))),
@@ -453,8 +455,11 @@ SYMPTOMS: tuple[Symptom, ...] = (
         *NAMED_BACKEND_RULES,
         Rule(DRIVER_ERROR | NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), Blame("driver"))),
         Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        # No notify after a bind: the module has no status (its driver never ran) or is not the exporter's
+        # to bind (a bind to a missing system or module is answered success and never notified, §5.4).
         Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("etcd"), ExplainedBy("api_etcd"),
-                   ExplainedBy("api_backend"), ExplainedBy("api"), Blame("unknown"))),
+                   ExplainedBy("api_backend"), ExplainedBy("api"), ExplainedBy("driver"),
+                   ExplainedBy("exporter_config"), Blame("unknown"))),
     ), SymptomAlert("PlaceOSWebSocketFailing", "WebSocket control sessions fail")),
     Symptom(P.LOGIN, LOGIN, (
         # "Can you log in? If not it's probably a RethinkDB failure or load balancer issue."
@@ -476,6 +481,7 @@ SYMPTOMS: tuple[Symptom, ...] = (
         # "Does Backoffice list the systems? If not it's probably an Elasticsearch failure." The health
         # route does not check Elasticsearch, so API-only a failing list with logins working is it.
         AFTER_LOGIN,
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
         Rule(ANY, (ExplainedBy("elasticsearch"), ExplainedBy("database"), ExplainedBy("api_backend"),
                    Blame("elasticsearch", AllOf((Unprobed((P.ELASTICSEARCH,)), Passing((P.LOGIN,))))),
                    Blame("unknown"))),

@@ -85,6 +85,20 @@ async def still_failing(ctx: ProbeContext, name: str) -> tuple[bool, str]:
     return True, name
 
 
+async def modules_loaded_nowhere(ctx: ProbeContext, loaded: set[str]) -> list[str]:
+    """Modules of the probed system that no core reports loaded (``/cluster/:core_id`` ``local.modules``,
+    internals §11.1): after a core restart some modules may be loaded nowhere (placeos-2026 §2, the
+    support agent's modules-not-loaded playbook), and executes to them fail."""
+    system_id = ctx.cluster.api.system_id
+    if not system_id:
+        return []
+    status, system, _ = await api_get(ctx, f"{ENGINE}/systems/{quote(system_id)}")
+    modules = system.get("modules") if status == 200 and isinstance(system, dict) else None
+    if not isinstance(modules, list):
+        return []  # the systems route's own trouble is the other probes' to report
+    return sorted(str(m) for m in modules if isinstance(m, str) and m not in loaded)[:5]
+
+
 async def run(ctx: ProbeContext) -> Outcome:
     registered = await cluster(ctx, include_status=False)
     if not registered:
@@ -98,6 +112,7 @@ async def run(ctx: ProbeContext) -> Outcome:
     down: list[str] = []
     crashed: list[str] = []
     unavailable: set[str] = set()
+    loaded: set[str] = set()  # module ids some core reports loaded
     for core in cores:
         for entry in (core.get("status") or {}).get("unavailable_drivers") or []:
             if isinstance(entry, dict) and entry.get("name"):
@@ -110,6 +125,9 @@ async def run(ctx: ProbeContext) -> Outcome:
         for driver in drivers:
             key = str(driver.get("driver", "")) if isinstance(driver, dict) else ""
             local = driver.get("local") if isinstance(driver, dict) else None
+            modules = local.get("modules") if isinstance(local, dict) else None
+            if isinstance(modules, list):
+                loaded.update(m for m in modules if isinstance(m, str))
             info = (local or {}).get("status") if isinstance(local, dict) else None
             if not key or not isinstance(info, dict):
                 continue
@@ -151,7 +169,9 @@ async def run(ctx: ProbeContext) -> Outcome:
     if silent:  # a core that does not answer: its drivers are unknown, and executes routed to it fail
         detail = f"core(s) registered but not answering the cluster route: {', '.join(sorted(silent))}"
         raise ProbeFailure(Reason.CORE_UNREACHABLE, detail[:300], facts)
-    problems = [f"failed to compile: {', '.join(failed)}"] if failed else []
+    unassigned = await modules_loaded_nowhere(ctx, loaded) if not silent else []
+    problems = [f"modules of the probed system loaded on no core: {', '.join(unassigned)}"] if unassigned else []
+    problems += [f"failed to compile: {', '.join(failed)}"] if failed else []
     problems += [f"down with modules: {', '.join(down)}"] if down else []
     problems += [f"relaunched since last run (crash): {', '.join(crashed)}"] if crashed else []
     minutes = f"{CRASH_HOLD_SECONDS / 60:g}"

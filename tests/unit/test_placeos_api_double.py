@@ -381,7 +381,8 @@ async def _reference_probes(api: PlaceOSApi, deadline: float = 0.4) -> dict[str,
                 out[name] = "timeout"
 
         async def api_health() -> str:
-            return _by_status((await get(f"{API_BASE}/", {}))[0])
+            status = (await get(f"{API_BASE}/", {}))[0]
+            return "unhealthy" if status == 500 else _by_status(status)
 
         async def login() -> str:
             return _by_status((await get(f"{API_BASE}/api_keys/inspect"))[0])
