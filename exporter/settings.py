@@ -274,10 +274,11 @@ class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="cluster name used by /probe")
-    era: Literal["auto", "A", "B", "C"] = Field(
-        "auto", description="auto reads platform_version from /api/engine/v2/version (design §2)"
+    era: Literal["auto", "A", "B", "C", "D"] = Field(
+        "auto",
+        description="auto reads platform_version from /api/engine/v2/version, and /cluster/versions for D (design §2)",
     )
-    era_fallback: Literal["A", "B", "C"] | None = Field(
+    era_fallback: Literal["A", "B", "C", "D"] | None = Field(
         None, description="era when auto cannot tell; default: inferred from the configured backends"
     )
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]

@@ -74,6 +74,9 @@ def core_contract(probe_names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
         MetricSpec("placeos_diagnosis_settling", "gauge",
                    "1 while probes re-check after a change: the root causes shown are the last settled ones.",
                    scope="cluster"),
+        MetricSpec("placeos_capability_available", "gauge",
+                   "1 if the cluster serves an optional route (build monitor, edges); absent is never a failure.",
+                   ("capability",)),
         MetricSpec("placeos_platform_info", "gauge", "PlaceOS release era and platform version; always 1.",
                    ("era", "platform_version", "source")),
     )  # fmt: skip
@@ -124,6 +127,17 @@ class ClusterCollector(Collector):
         info.add_metric([era, self.cluster.platform_version or "unknown", self.cluster.era_source], 1)
         yield info
         yield from self._probe_rows()
+        yield from self._capabilities()
+
+    def _capabilities(self) -> Iterator[Metric]:
+        available = new("placeos_capability_available")
+        for spec in self.registry:
+            state = self.cluster.probes.get(spec.name)
+            if spec.capability and state is not None and state.enabled:
+                facts = state.last.facts if state.last else None
+                known = getattr(facts, "available", None)
+                available.add_metric([spec.capability], float("nan") if known is None else float(known))
+        yield available
 
     def _probe_series(self, states: list[ProbeState]) -> Iterator[Metric]:
         enabled_names = {s.probe for s in states}

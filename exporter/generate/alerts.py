@@ -47,6 +47,14 @@ class Alert:
     extra_labels: dict[str, str] = field(default_factory=dict)  # labels the alert carries from the series
     cause: str | None = None
     probe: str | None = None
+    playbook: str = ""  # PlaceOS's ai-support-agent playbook id (annotation placeos_playbook)
+
+    def annotations(self, config: GeneratorConfig) -> dict[str, str]:
+        out = {"summary": self.summary, "description": self.description,
+               "runbook_url": f"{config.runbook_url}#{self.anchor}"}  # fmt: skip
+        if self.playbook:
+            out["placeos_playbook"] = self.playbook
+        return out
 
 
 def cause_rows(causes: Sequence[Cause] = tuple(CAUSES.values())) -> list[Cause]:
@@ -83,6 +91,7 @@ def cause_alert(cause: Cause) -> Alert:
         healthy="0",
         extra_labels={"cause": cause_id},
         cause=cause_id,
+        playbook=cause.playbook,
     )
 
 
@@ -193,11 +202,7 @@ def rules_yaml(config: GeneratorConfig = DEFAULT) -> str:
                 # their last failure until their next run): keep it firing so its inhibition outlasts them.
                 **({"keep_firing_for": config.keep_firing_for} if a.cause else {}),
                 "labels": {"severity": a.severity},
-                "annotations": {
-                    "summary": a.summary,
-                    "description": a.description,
-                    "runbook_url": f"{config.runbook_url}#{a.anchor}",
-                },
+                "annotations": a.annotations(config),
             }
             for a in alerts(config)
         ],

@@ -22,10 +22,8 @@ def tests_yaml(config: GeneratorConfig = DEFAULT) -> str:
         series = _with_labels(a.series, labels)
         fire_at = _minutes(a.for_) + 3  # staleness needs 2 minutes before its condition holds
         exp_labels = {**labels, **a.extra_labels, "severity": a.severity}
-        annotations = {
-            "summary": a.summary,
-            "description": _expand(a.description, {**labels, **a.extra_labels}, a.failing),
-            "runbook_url": f"{config.runbook_url}#{a.anchor}",
+        annotations = a.annotations(config) | {
+            "description": _expand(a.description, {**labels, **a.extra_labels}, a.failing)
         }
         cases = [
             ("fires", f"{a.failing}x{fire_at * 4 + 4}", [{"exp_labels": exp_labels, "exp_annotations": annotations}]),

@@ -53,6 +53,10 @@ def runbook_md(config: GeneratorConfig = DEFAULT, symptoms: Sequence[Symptom] = 
             lines.append(f"**Keeps working:** {' '.join(keeps)}.\n\n")
         if cause.advice:
             lines.append(f"{cause.advice[0].upper()}{cause.advice[1:]}.\n\n")
+        if cause.playbook:
+            lines.append(
+                f"PlaceOS's support-agent playbook: `{cause.playbook}` (alert annotation `placeos_playbook`).\n\n"
+            )
         lines.append("**Confirm:**\n\n")
         lines.extend(f"1. {step}\n" for step in entry.confirm)
         lines.append("\n**Recover:**\n\n")

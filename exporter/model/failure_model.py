@@ -71,6 +71,7 @@ class Cause:
     alert: CauseAlert | None = None
     runbook: Runbook | None = None
     silences: tuple[str, ...] = ()  # other (non-symptom) alerts this cause explains
+    playbook: str = ""  # PlaceOS's own ai-support-agent diagnostic playbook for this failure (placeos-2026 §3)
 
 
 IMPACTS: dict[str, Impact] = {
@@ -107,15 +108,15 @@ COMPONENTS: dict[str, Component] = {
         Component("etcd", "etcd", "finds running cores and where each module runs",
                   ("driver_faults", "core_clustering", "execute", "websocket", "triggers"),
                   "Most other API requests keep working", "etcd probe fails", eras=frozenset({Era.A, Era.B})),
-        Component("database", "Database (RethinkDB in era A, PostgreSQL in B/C)", "holds the cluster configuration",
+        Component("database", "Database (RethinkDB in era A, PostgreSQL from B)", "holds the cluster configuration",
                   ("login", "api_requests"), "Existing WebSocket sessions keep working",
                   "rethinkdb or postgres probe fails"),
         Component("redis", "Redis", "holds runtime state: module metadata and status",
                   ("status_updates", "signals", "execute", "cross_driver_calls"), "",
                   "redis probe fails"),
-        Component("elasticsearch", "Elasticsearch", "serves the index/list/search routes",
+        Component("elasticsearch", "Elasticsearch", "serves the index/list/search routes (eras A-C)",
                   ("search",), "All other aspects of the system keep functioning",
-                  "elasticsearch probe fails or the cluster is red"),
+                  "elasticsearch probe fails or the cluster is red", eras=frozenset({Era.A, Era.B, Era.C})),
         Component("core", "Core", "runs the drivers and serves executes",
                   ("execute", "websocket", "driver_faults"), "",
                   "no live core registered, or a registered core does not answer"),
@@ -140,6 +141,7 @@ CAUSES: dict[str, Cause] = {
     for c in (
         Cause("etcd", "etcd failure", ("etcd",),
               alert=CauseAlert("PlaceOSEtcdDown", "critical"),
+              playbook="platform-pods-unhealthy",
               runbook=Runbook(
         confirm=("`etcdctl --endpoints http://$ETCD_HOST:$ETCD_PORT endpoint health` (and `endpoint status -w table` "
                  "for the leader)",
@@ -150,8 +152,9 @@ CAUSES: dict[str, Cause] = {
                  "`etcdctl defrag` and `etcdctl alarm disarm`)",
                  "Cores re-register within the lease TTL (15 s); restart core if "
                  "`placeos_core_instances{state=\"live\"}` stays 0"))),
-        Cause("database", "Database (RethinkDB in era A, PostgreSQL in B/C) failure", ("database",),
+        Cause("database", "Database (RethinkDB in era A, PostgreSQL from B) failure", ("database",),
               alert=CauseAlert("PlaceOSDatabaseDown", "critical"),
+              playbook="platform-pods-unhealthy",
               runbook=Runbook(
         confirm=("Can you log in to Backoffice? A 401 `unknown X-API-Key` is also what PlaceOS answers while its "
                  "database is down (internals §5.2)",
@@ -164,6 +167,7 @@ CAUSES: dict[str, Cause] = {
               silences=("PlaceOSSearchIndexLagging",)),
         Cause("redis", "Redis failure", ("redis",),
               alert=CauseAlert("PlaceOSRedisDown", "critical"),
+              playbook="platform-pods-unhealthy",
               runbook=Runbook(
         confirm=("`redis-cli -u $REDIS_URL ping`",
                  "Open a system in Backoffice: do the modules and module functions load? (the page's Redis step)"),
@@ -171,6 +175,7 @@ CAUSES: dict[str, Cause] = {
                  "In era C core discovery lives in Redis too: check `placeos_core_instances` after recovery"))),
         Cause("elasticsearch", "Elasticsearch failure", ("elasticsearch",),
               alert=CauseAlert("PlaceOSElasticsearchDown", "warning"),
+              playbook="platform-pods-unhealthy",
               runbook=Runbook(
         confirm=("`curl -s http://$ELASTIC_HOST:$ELASTIC_PORT/_cluster/health?pretty` (red = down)",
                  "Does Backoffice list the systems? (the page's Elasticsearch step)"),
@@ -179,6 +184,7 @@ CAUSES: dict[str, Cause] = {
               silences=("PlaceOSElasticsearchRed", "PlaceOSSearchIndexLagging")),
         Cause("core", "Core failure", ("core",),
               alert=CauseAlert("PlaceOSCoreDown", "critical"),
+              playbook="platform-pods-unhealthy",
               runbook=Runbook(
         confirm=("`placeos_core_instances`: live 0 means no core registered; stale > 0 (era C) means a core died "
                  "without deregistering and the API still routes to it (internals §1.2)",
@@ -188,6 +194,7 @@ CAUSES: dict[str, Cause] = {
               silences=("PlaceOSCoreRegistrationStale",)),
         Cause("driver", "Driver failure", ("driver",),
               alert=CauseAlert("PlaceOSDriverFailing", "warning"),
+              playbook="driver-compile-failure",
               runbook=Runbook(
         confirm=("`placeos_driver_up == 0` names the driver; Backoffice > Drivers shows compilation output",
                  "`GET /api/engine/v2/cluster/<core>?include_status=true`: `running`, `launch_count`, "
@@ -196,6 +203,7 @@ CAUSES: dict[str, Cause] = {
                  "commit; a crash loop shows as a rising `placeos_driver_launches_total`",))),
         Cause("api", "rest-api or load balancer failure", ("api",),
               alert=CauseAlert("PlaceOSApiUnreachable", "critical"),
+              playbook="api-timeout",
               runbook=Runbook(
         confirm=("`curl -i https://<placeos>/api/engine/v2/` through the load balancer and directly to rest-api "
                  "(port 3000): is the request reaching the service?",
@@ -207,6 +215,7 @@ CAUSES: dict[str, Cause] = {
               ("execute", "websocket", "driver_faults"),
               advice="etcd answers the exporter, so check the network path and ETCD_HOST of rest-api",
               alert=CauseAlert("PlaceOSApiCannotReachEtcd", "critical"),
+              playbook="platform-pods-unhealthy",
               runbook=Runbook(
         confirm=("etcd answers the exporter, but execute says `unable to connect to etcd`: check `ETCD_HOST`/"
                  "`ETCD_PORT` of rest-api and the network path from rest-api to etcd",),
@@ -215,16 +224,55 @@ CAUSES: dict[str, Cause] = {
               ("stale_search",),
               advice="lists and searches miss new and changed items; everything else works",
               alert=CauseAlert("PlaceOSSearchIngestStalled", "warning"),
+              playbook="search-index-stale",
               runbook=Runbook(
         confirm=("`placeos_search_index_lag_documents` stays above the threshold between counts: which indices",
                  "`GET /api/search-ingest/v1/` (search-ingest's health) and its logs"),
         recover=("Restart search-ingest; then `POST /api/search-ingest/v1/reindex` and `/backfill` to catch up",)),
               silences=("PlaceOSSearchIndexLagging",)),
+        Cause("redis_pubsub", "Redis answers, but status updates are lost (pub/sub)", (),
+              ("status_updates", "signals"),
+              advice="PING and executes work while status changes no longer reach WebSocket clients: a Redis "
+                     "subscriber lost its subscriptions (driver #170/#171, rest-api #375)",
+              alert=CauseAlert("PlaceOSStatusUpdatesLost", "critical"),
+              runbook=Runbook(
+        confirm=("Bind a status in Backoffice (or the exporter's websocket probe): no notify arrives while "
+                 "`redis-cli ping` answers and executes work",
+                 "rest-api logs `redis_reconnects` with every health check: a count that rose is the trigger"),
+        recover=("Restart rest-api (and core, whose drivers subscribe too) so they subscribe again",
+                 "Upgrade past the reconnect fixes (driver #170/#171, rest-api #375)")),
+              playbook="platform-pods-unhealthy"),
+        Cause("modules_not_loaded", "Modules are loaded on no core", (), ("driver_execute",),
+              advice="after a core restart the discovery events may not have fired (fixed in 2.2405.1), a core "
+                     "is missing, or the driver binary is missing on the node",
+              alert=CauseAlert("PlaceOSModulesNotLoaded", "warning"),
+              runbook=Runbook(
+        confirm=("`GET /api/engine/v2/cluster/<core>?include_status=true` per core: the module ids a system "
+                 "lists (`GET /api/engine/v2/systems/<id>`) appear under no driver's `local.modules`",
+                 "The platform version (`GET /api/engine/v2/version`): before 2.2405.1 a core restart could "
+                 "leave modules unloaded"),
+        recover=("Restart the cores one at a time, waiting for each to load its modules",
+                 "If a binary is missing on a node, recompile the driver "
+                 "(`POST /api/engine/v2/drivers/<id>/recompile`)")),
+              playbook="modules-not-loaded"),
+        Cause("build_service", "The build service is unreachable: drivers cannot compile", (), (),
+              advice="running drivers keep working; new drivers and updates cannot compile until the cores reach "
+                     "the build service again",
+              alert=CauseAlert("PlaceOSBuildServiceUnreachable", "warning"),
+              runbook=Runbook(
+        confirm=("`GET /api/engine/v2/build/monitor` answers 5xx `Call to Build service endpoint failed ...` "
+                 "(rest-api #413)",
+                 "From a core: `curl $BUILD_URL/api/build/v1/` (internals §11.3) through its proxy"),
+        recover=("Restore the build service, or the proxy or firewall path from the cores to `BUILD_URL`",
+                 "Then recompile the drivers that failed meanwhile")),
+              silences=("PlaceOSDriverDown",),
+              playbook="driver-compile-failure"),
         Cause("api_backend", "A backend behind the API fails (seen only through the API)",
               advice="rest-api's health route fails while no directly probed backend does: Redis, the database "
                      "or etcd as the API sees them; configure the backend probes (REDIS_URL, PG_*, ETCD_*) to tell "
                      "which",
               alert=CauseAlert("PlaceOSApiBackendFailing", "critical"),
+              playbook="platform-pods-unhealthy",
               runbook=Runbook(
         confirm=("`curl -i https://<placeos>/api/engine/v2/` answers 500: rest-api's health check (Redis PING, the "
                  "database query, etcd in eras A/B) failed (internals §5.1)",
@@ -237,6 +285,7 @@ CAUSES: dict[str, Cause] = {
         Cause("exporter_config", "The exporter's own settings or credentials are wrong",
               advice="a credential or target in the exporter's settings is rejected; PlaceOS itself may be fine",
               alert=CauseAlert("PlaceOSExporterMisconfigured", "warning"),
+              playbook="http-authentication-failure",
               runbook=Runbook(
         confirm=("`placeos-exporter check` from the exporter's host, and `placeos-exporter check-config` (secrets "
                  "masked): which credential or target is rejected?",),
@@ -244,6 +293,7 @@ CAUSES: dict[str, Cause] = {
                  "scopes, backend passwords, system/module/function to probe) and reload (`POST /-/reload`)",))),
         Cause("unknown", "Failing probes match no documented cause", advice="see the failing probes and their reasons",
               alert=CauseAlert("PlaceOSUnexplainedFailure", "warning"),
+              playbook="unknown-incident",
               runbook=Runbook(
         confirm=("`/diagnose` lists the failing probes and their reasons; walk the page's triage: login, systems "
                  "list, modules and functions, execute",),
@@ -291,13 +341,20 @@ class Unprobed:
 
 
 @dataclass(frozen=True)
+class InEras:
+    """Holds in these eras (not where the era is unknown)."""
+
+    eras: frozenset[Era]
+
+
+@dataclass(frozen=True)
 class AllOf:
     """Holds when every one of these conditions holds."""
 
-    conditions: tuple[Failing | Passing | Unprobed, ...]
+    conditions: tuple[Failing | Passing | Unprobed | InEras, ...]
 
 
-Condition = Failing | Passing | Unprobed | AllOf | None  # None: always
+Condition = Failing | Passing | Unprobed | InEras | AllOf | None  # None: always
 
 
 @dataclass(frozen=True)
@@ -432,7 +489,9 @@ SYMPTOMS: tuple[Symptom, ...] = (
     Symptom(P.DRIVERS, CORES, (
         AFTER_LOGIN,
         Rule(CREDENTIALS, (Blame("exporter_config"),)),
-        Rule(DRIVER_ERROR, (Blame("driver"),)),
+        Rule(frozenset({Reason.NOT_LOADED}), (ExplainedBy("core"), Blame("modules_not_loaded"))),
+        # A compile failure while the build service is unreachable is the build service's (placeos-2026 §2).
+        Rule(DRIVER_ERROR, (ExplainedBy("build_service"), Blame("driver"))),
         # No core registered, or a registered core that does not answer the cluster route (internals §11.1).
         Rule(NO_CORE | CORE_UNREACHABLE, (ExplainedBy("etcd"), ExplainedBy("redis"), ExplainedBy("core"),
                                           Blame("core"))),
@@ -442,7 +501,7 @@ SYMPTOMS: tuple[Symptom, ...] = (
         # "Does executing a function work? View the response to see the error."
         AFTER_LOGIN,
         *NAMED_BACKEND_RULES,
-        Rule(DRIVER_ERROR, (ExplainedBy("driver"), Blame("driver"))),
+        Rule(DRIVER_ERROR, (ExplainedBy("modules_not_loaded"), ExplainedBy("driver"), Blame("driver"))),
         # "module not found": its driver never ran (the drivers probe says so), else the exporter's target.
         Rule(NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), ExplainedBy("core"),
                          Blame("exporter_config", Passing((P.DRIVERS,))), Blame("driver"))),
@@ -453,7 +512,12 @@ SYMPTOMS: tuple[Symptom, ...] = (
     Symptom(P.WEBSOCKET, EXECUTE, (
         AFTER_LOGIN,
         *NAMED_BACKEND_RULES,
-        Rule(DRIVER_ERROR | NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("driver"), Blame("driver"))),
+        Rule(DRIVER_ERROR | NOT_FOUND, (ExplainedBy("redis"), ExplainedBy("modules_not_loaded"),
+                                        ExplainedBy("driver"), Blame("driver"))),
+        # Bound, but no notify while Redis reads and executes work: deliveries are lost (placeos-2026 §2).
+        Rule(frozenset({Reason.TIMEOUT}), (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("api_backend"),
+                                           Blame("redis_pubsub", AllOf((Passing((P.EXECUTE,)),
+                                                                        Passing((P.MODULE_FUNCTIONS,))))))),
         Rule(CREDENTIALS, (Blame("exporter_config"),)),
         # No notify after a bind: the module has no status (its driver never ran) or is not the exporter's
         # to bind (a bind to a missing system or module is answered success and never notified, §5.4).
@@ -479,10 +543,12 @@ SYMPTOMS: tuple[Symptom, ...] = (
     )),
     Symptom(P.SYSTEMS_LIST, LISTING, (
         # "Does Backoffice list the systems? If not it's probably an Elasticsearch failure." The health
-        # route does not check Elasticsearch, so API-only a failing list with logins working is it.
+        # route does not check Elasticsearch, so API-only a failing list with logins working is it. In era
+        # D lists are PostgreSQL full-text search (placeos-2026 §1): the database.
         AFTER_LOGIN,
         Rule(CREDENTIALS, (Blame("exporter_config"),)),
         Rule(ANY, (ExplainedBy("elasticsearch"), ExplainedBy("database"), ExplainedBy("api_backend"),
+                   Blame("database", InEras(frozenset({Era.D}))),
                    Blame("elasticsearch", AllOf((Unprobed((P.ELASTICSEARCH,)), Passing((P.LOGIN,))))),
                    Blame("unknown"))),
     ), SymptomAlert("PlaceOSSearchFailing", "Backoffice cannot list systems"), works="listing and search"),
@@ -499,6 +565,12 @@ SYMPTOMS: tuple[Symptom, ...] = (
     ), SymptomAlert("PlaceOSModuleFunctionsFailing", "Modules and their functions do not load")),
     Symptom(P.TRIGGERS_HEALTH, CORES, (
         Rule(ANY, (*BEHIND_THE_API, ExplainedBy("api"), Blame("unknown"))),
+    )),
+    Symptom(P.BUILD_SERVICE, CORES, (
+        AFTER_LOGIN,
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        # rest-api asks every core: a core that does not answer fails the route too.
+        Rule(ANY, (ExplainedBy("core"), ExplainedBy("api"), *BEHIND_THE_API, Blame("build_service"))),
     )),
     Symptom(P.SEARCH_INDEX_LAG, LISTING, (
         # Counted, and behind without catching up: search-ingest has stalled (design §3).

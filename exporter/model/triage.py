@@ -25,12 +25,13 @@ from exporter.model.failure_model import (
     Condition,
     ExplainedBy,
     Failing,
+    InEras,
     Rule,
     Symptom,
     Unprobed,
     impacts_of,
 )
-from exporter.model.vocabulary import Reason
+from exporter.model.vocabulary import Era, Reason
 
 NOTHING_CONFIGURED = (
     "configure the PlaceOS API (PLACE_URI and an API key of a support user) and the backends the exporter "
@@ -123,7 +124,8 @@ class Diagnosis:
             "verdict": self.verdict(),
             "healthy": self.healthy,
             "root_causes": [
-                {
+                _cause_json(cause)
+                | {
                     "cause": cause,
                     "title": CAUSES[cause].title,
                     "advice": CAUSES[cause].advice,
@@ -144,8 +146,21 @@ class Diagnosis:
         }
 
 
-def diagnose(results: Mapping[str, Observation], symptoms: Sequence[Symptom] = SYMPTOMS) -> Diagnosis:
-    """Root causes for the given results of the enabled probes (absent = not enabled)."""
+def _cause_json(cause_id: str) -> dict[str, object]:
+    """What the cause's row says beyond its title: its alert, PlaceOS's playbook, how to confirm and recover."""
+    cause = CAUSES[cause_id]
+    return {
+        "alert": cause.alert.name if cause.alert else None,
+        "playbook": cause.playbook or None,
+        "confirm": list(cause.runbook.confirm) if cause.runbook else [],
+        "recover": list(cause.runbook.recover) if cause.runbook else [],
+    }
+
+
+def diagnose(
+    results: Mapping[str, Observation], symptoms: Sequence[Symptom] = SYMPTOMS, era: Era | None = None
+) -> Diagnosis:
+    """Root causes for the given results of the enabled probes (absent = not enabled) in an era."""
     d = Diagnosis()
     d.pending = sorted(str(p) for p, o in results.items() if o.reason is Reason.PENDING)
     d.observed = len(results) - len(d.pending)
@@ -156,7 +171,7 @@ def diagnose(results: Mapping[str, Observation], symptoms: Sequence[Symptom] = S
     deferred: list[tuple[Symptom, Observation]] = []
     for final in (False, True):
         for symptom, obs in deferred if final else failing:
-            verdict = _decide(symptom.rules, obs.reason, d, results)
+            verdict = _decide(symptom.rules, obs.reason, d, results, era)
             if verdict == UNKNOWN and not final:
                 deferred.append((symptom, obs))
                 continue
@@ -199,7 +214,9 @@ def _owner(d: Diagnosis, probe: str) -> str | None:
     return None
 
 
-def _decide(rules: Sequence[Rule], reason: Reason, d: Diagnosis, results: Mapping[str, Observation]) -> Verdict:
+def _decide(
+    rules: Sequence[Rule], reason: Reason, d: Diagnosis, results: Mapping[str, Observation], era: Era | None
+) -> Verdict:
     for rule in rules:
         if rule.reasons is not None and reason not in rule.reasons:
             continue
@@ -208,9 +225,9 @@ def _decide(rules: Sequence[Rule], reason: Reason, d: Diagnosis, results: Mappin
                 if verdict.cause in d.causes:
                     return verdict
             elif isinstance(verdict, AfterProbe):
-                if _holds(Failing((verdict.probe,)), results):
+                if _holds(Failing((verdict.probe,)), results, era):
                     return verdict
-            elif _holds(verdict.when, results):
+            elif _holds(verdict.when, results, era):
                 return verdict
     return UNKNOWN
 
@@ -219,11 +236,13 @@ Verdict = Blame | ExplainedBy | AfterProbe
 UNKNOWN = Blame("unknown")
 
 
-def _holds(condition: Condition, results: Mapping[str, Observation]) -> bool:
+def _holds(condition: Condition, results: Mapping[str, Observation], era: Era | None) -> bool:
     if condition is None:
         return True
     if isinstance(condition, AllOf):
-        return all(_holds(c, results) for c in condition.conditions)
+        return all(_holds(c, results, era) for c in condition.conditions)
+    if isinstance(condition, InEras):
+        return era in condition.eras
     observed = [results[p] for p in condition.probes if p in results]
     if isinstance(condition, Unprobed):
         return not observed

@@ -28,6 +28,7 @@ class ProbeName(StrEnum):
     DRIVERS = "drivers"
     TRIGGERS_HEALTH = "triggers_health"
     SEARCH_INDEX_LAG = "search_index_lag"  # beyond design §4's list: search-ingest stalls (design §3)
+    BUILD_SERVICE = "build_service"  # placeos-2026 §2: drivers cannot compile
 
 
 class Era(StrEnum):
@@ -36,6 +37,7 @@ class Era(StrEnum):
     A = "A"  # <= 1.2303.x: etcd + RethinkDB + Redis + ES
     B = "B"  # 2.2304.0 - 2.2403.x: etcd + PostgreSQL + Redis + ES
     C = "C"  # >= 2.2404.1: PostgreSQL + Redis (discovery too) + ES
+    D = "D"  # rest-api after #445 (2026-08): PostgreSQL full-text search, no ES, no search-ingest
 
 
 ALL_ERAS: frozenset[Era] = frozenset(Era)
@@ -62,6 +64,7 @@ class Reason(StrEnum):
     REDIS_UNREACHABLE = "redis_unreachable"
     DATABASE_UNREACHABLE = "database_unreachable"
     DRIVER_ERROR = "driver_error"
+    NOT_LOADED = "not_loaded"
     ACCESS_DENIED = "access_denied"
 
 
@@ -84,6 +87,7 @@ REASON_MEANING: dict[Reason, str] = {
     Reason.REDIS_UNREACHABLE: "the API cannot reach Redis (its error names the Redis host)",
     Reason.DATABASE_UNREACHABLE: "the API cannot reach its database (its error names the PostgreSQL/RethinkDB host)",
     Reason.DRIVER_ERROR: "the execute reached core and failed in the driver or module",
+    Reason.NOT_LOADED: "modules a system expects are loaded on no core (core restarted, missing, or no binary)",
     Reason.ACCESS_DENIED: "authenticated, but not allowed (scopes, permissions)",
 }
 

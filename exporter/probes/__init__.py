@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from exporter.model.vocabulary import Era
 from exporter.probes import (
     api_health,
+    build_service,
     core_discovery,
     drivers,
     elasticsearch,
@@ -46,6 +47,7 @@ REGISTRY: tuple[ProbeSpec, ...] = (
     drivers.SPEC,
     triggers_health.SPEC,
     search_index_lag.SPEC,
+    build_service.SPEC,
 )
 
 

@@ -109,6 +109,7 @@ class ProbeSpec:
     facts: type | None = None  # the dataclass its Outcome.facts holds
     metrics: tuple[MetricRow, ...] = ()
     errors: Mapping[str, Reason] = field(default_factory=dict)  # client exception class name -> reason
+    capability: str | None = None  # an optional route: facts.available says if the cluster has it
 
 
 def classify(exc: BaseException, errors: Mapping[str, Reason] | None = None) -> tuple[Reason, str]:

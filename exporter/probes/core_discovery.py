@@ -29,7 +29,7 @@ class CoreFacts:
 
 async def registrations(ctx: ProbeContext) -> dict[str, int]:
     """Live and stale core registrations, from wherever this era keeps them."""
-    if ctx.era is Era.C:
+    if ctx.era in (Era.C, Era.D):
         conn = redis_client.client(ctx.cluster.redis, ctx.timeout)
         try:
             return await redis_client.core_registrations(conn)
@@ -64,7 +64,7 @@ async def run(ctx: ProbeContext) -> Outcome:
             raise ProbeFailure(
                 Reason.CORE_UNREACHABLE, f"core(s) registered but not answering the API: {', '.join(silent)}", facts
             )
-    where = "Redis" if ctx.era is Era.C else "etcd"
+    where = "Redis" if ctx.era in (Era.C, Era.D) else "etcd"
     if counts["live"] == 0:
         raise ProbeFailure(Reason.NO_CORE_INSTANCES, f"no live core registered in {where}", facts)
     if counts["stale"]:
@@ -83,7 +83,7 @@ def _instances(facts: CoreFacts | None, _: object) -> Samples:
 
 def _discovery_configured(c: ClusterConfig, era: Era) -> bool:
     """Discovery lives in etcd (A/B) or Redis (C): on where that backend is configured and not off."""
-    return (c.redis if era is Era.C else c.etcd).probed
+    return (c.redis if era in (Era.C, Era.D) else c.etcd).probed
 
 
 SPEC = ProbeSpec(

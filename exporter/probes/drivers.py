@@ -169,15 +169,17 @@ async def run(ctx: ProbeContext) -> Outcome:
     if silent:  # a core that does not answer: its drivers are unknown, and executes routed to it fail
         detail = f"core(s) registered but not answering the cluster route: {', '.join(sorted(silent))}"
         raise ProbeFailure(Reason.CORE_UNREACHABLE, detail[:300], facts)
-    unassigned = await modules_loaded_nowhere(ctx, loaded) if not silent else []
-    problems = [f"modules of the probed system loaded on no core: {', '.join(unassigned)}"] if unassigned else []
-    problems += [f"failed to compile: {', '.join(failed)}"] if failed else []
+    problems = [f"failed to compile: {', '.join(failed)}"] if failed else []
     problems += [f"down with modules: {', '.join(down)}"] if down else []
     problems += [f"relaunched since last run (crash): {', '.join(crashed)}"] if crashed else []
     minutes = f"{CRASH_HOLD_SECONDS / 60:g}"
     problems += [f"crashed within the last {minutes} min: {', '.join(recent)}"] if recent else []
-    if problems:
+    if problems:  # a driver that does not run explains its modules not being loaded
         raise ProbeFailure(Reason.DRIVER_ERROR, "; ".join(problems)[:300], facts)
+    unassigned = await modules_loaded_nowhere(ctx, loaded)
+    if unassigned:
+        detail = f"modules of system {ctx.cluster.api.system_id} loaded on no core: {', '.join(unassigned)}"
+        raise ProbeFailure(Reason.NOT_LOADED, detail[:300], facts)
     return Outcome(Reason.OK, f"{facts.running} drivers running on {len(cores)} core(s)", facts)
 
 

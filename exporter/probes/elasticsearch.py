@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.model.metric import MetricSpec
-from exporter.model.vocabulary import ProbeName, Reason
+from exporter.model.vocabulary import Era, ProbeName, Reason
 from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure, ProbeSpec, Samples
 from exporter.probes.clients.elasticsearch import request
 
@@ -41,6 +41,7 @@ def _colors(facts: ElasticsearchFacts | None, _: object) -> Samples:
 SPEC = ProbeSpec(
     name=ProbeName.ELASTICSEARCH,
     run=run,
+    eras=frozenset({Era.A, Era.B, Era.C}),  # era D has no Elasticsearch (placeos-2026 §1)
     checks="cluster health is green or yellow",
     section="elasticsearch",
     needs="elasticsearch settings (ELASTIC_URI or ELASTIC_HOST, ...)",

@@ -76,6 +76,7 @@ def _interval(c: ClusterConfig) -> float:
 SPEC = ProbeSpec(
     name=ProbeName.SEARCH_INDEX_LAG,
     run=run,
+    eras=frozenset({Era.A, Era.B, Era.C}),  # era D has no Elasticsearch (placeos-2026 §1)
     checks="database rows minus search documents, per PlaceOS index (search-ingest keeping up)",
     needs_probes=(ProbeName.ELASTICSEARCH,),
     enabled_by=_database_configured,

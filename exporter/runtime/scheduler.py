@@ -32,7 +32,8 @@ STOP_RECANCEL = 0.1  # seconds between cancellations of a task that is still run
 # First runs are spread over this window so a start-up does not hit every backend at once.
 MAX_START_SPREAD = 1.0
 
-EraDetector = Callable[[ClusterConfig, aiohttp.ClientSession, float], Awaitable[str | None]]
+# (platform_version, the services /cluster/versions lists) or None: probes/clients/rest_api.platform_version.
+EraDetector = Callable[[ClusterConfig, aiohttp.ClientSession, float], Awaitable[tuple[str, list[str] | None] | None]]
 
 
 def new_http_session() -> aiohttp.ClientSession:
@@ -156,8 +157,9 @@ class Scheduler:
         if cluster.era != "auto":
             era, source, version = Era(cluster.era), "configured", cs.platform_version
         else:
-            version = await self._detect_version(cluster) or ""
-            detected = era_of(version) if version else None
+            found = await self._detect_version(cluster)
+            version, services = found if found else ("", None)
+            detected = era_of(version, services) if version else None
             era, source = (detected, "detected") if detected else (cluster.inferred_era(), "fallback")
         if (era, source, version) != (cs.era, cs.era_source, cs.platform_version):
             cs.set_era(era, source, version)
@@ -166,7 +168,7 @@ class Scheduler:
             )
         self._plan(cluster, cs, era)
 
-    async def _detect_version(self, cluster: ClusterConfig) -> str | None:
+    async def _detect_version(self, cluster: ClusterConfig) -> tuple[str, list[str] | None] | None:
         if self.detect_era is None or not cluster.api.url or self.http is None:
             return None
         try:

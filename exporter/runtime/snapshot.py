@@ -143,7 +143,7 @@ class ClusterSnapshot:
         return changed
 
     def rediagnose(self) -> None:
-        fresh = diagnose({s.probe: s.observation() for s in self.enabled()}, self.symptoms)
+        fresh = diagnose({s.probe: s.observation() for s in self.enabled()}, self.symptoms, self.era)
         fresh.off = dict(self.off)
         if self.awaiting:
             self.diagnosis = replace(self.settled, settling=sorted(self.awaiting))
@@ -152,6 +152,7 @@ class ClusterSnapshot:
 
     def set_era(self, era: Era, source: str, platform_version: str = "") -> None:
         self.era, self.era_source, self.platform_version = era, source, platform_version
+        self.rediagnose()
         self.version += 1
 
 

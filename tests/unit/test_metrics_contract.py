@@ -42,7 +42,13 @@ def test_every_series_exists_before_any_probe_ran() -> None:
     assert math.isnan(samples[("placeos_etcd_has_leader", frozenset())])
     for spec in CONTRACT:
         if spec.name.startswith(
-            ("placeos_elasticsearch", "placeos_search", "placeos_driver", "placeos_exporter_config")
+            (
+                "placeos_elasticsearch",
+                "placeos_search",
+                "placeos_driver",
+                "placeos_exporter_config",
+                "placeos_capability",
+            )
         ):
             continue  # probes not enabled here; reload series come from the serving process
         family = spec.name.removesuffix("_total") if spec.type == "counter" else spec.name

@@ -22,44 +22,44 @@ from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult, Snapshot
 
 
 @dataclass(frozen=True)
-class BuildFacts:
+class LicenseFacts:
     queued: int
 
 
 async def run(ctx: ProbeContext) -> Outcome:
-    return Outcome(Reason.OK, "3 builds queued", BuildFacts(3))
+    return Outcome(Reason.OK, "3 seats free", LicenseFacts(3))
 
 
-def queued(facts: BuildFacts | None, _: object) -> Samples:
+def queued(facts: LicenseFacts | None, _: object) -> Samples:
     yield (), float("nan") if facts is None else float(facts.queued)
 
 
-BUILD_SERVICE = ProbeSpec(
-    name="build_service",
+LICENSE_CHECK = ProbeSpec(
+    name="license_check",
     run=run,
-    checks="the build service answers",
+    checks="the license server answers",
     eras=frozenset({Era.C}),
-    facts=BuildFacts,
-    metrics=(MetricRow(MetricSpec("placeos_builds_queued", "gauge", "Builds waiting."), queued),),
+    facts=LicenseFacts,
+    metrics=(MetricRow(MetricSpec("placeos_license_seats_free", "gauge", "Free seats."), queued),),
 )
 SYMPTOM = Symptom(
-    "build_service",
+    "license_check",
     CORES,
     (Rule(None, (ExplainedBy("core"), Blame("unknown"))),),
-    SymptomAlert("PlaceOSBuildServiceFailing", "The build service fails"),
+    SymptomAlert("PlaceOSLicenseCheckFailing", "The license check fails"),
 )
-REGISTRY_PLUS = (*REGISTRY, BUILD_SERVICE)
+REGISTRY_PLUS = (*REGISTRY, LICENSE_CHECK)
 SYMPTOMS_PLUS = (*SYMPTOMS, SYMPTOM)
 
 
 def test_metric_contract_and_enabled_probes() -> None:
     names = {spec.name for spec in contract(REGISTRY_PLUS)}
-    assert "placeos_builds_queued" in names
+    assert "placeos_license_seats_free" in names
     probe_values = next(s for s in contract(REGISTRY_PLUS) if s.name == "placeos_probe_success").values["probe"]
-    assert "build_service" in probe_values
+    assert "license_check" in probe_values
     settings = settings_for({"era": "C"})
-    assert "build_service" in enabled_probes(settings.clusters[0], Era.C, REGISTRY_PLUS)
-    assert "build_service" not in enabled_probes(settings.clusters[0], Era.A, REGISTRY_PLUS)
+    assert "license_check" in enabled_probes(settings.clusters[0], Era.C, REGISTRY_PLUS)
+    assert "license_check" not in enabled_probes(settings.clusters[0], Era.A, REGISTRY_PLUS)
 
 
 async def test_scheduler_runs_it_and_metrics_carry_its_rows() -> None:
@@ -72,30 +72,30 @@ async def test_scheduler_runs_it_and_metrics_carry_its_rows() -> None:
     cluster = snapshot.clusters["default"]
     cluster.symptoms = SYMPTOMS_PLUS
     await scheduler.run_once()
-    state = cluster.probes["build_service"]
-    assert state.success and state.last is not None and state.last.facts == BuildFacts(3)
+    state = cluster.probes["license_check"]
+    assert state.success and state.last is not None and state.last.facts == LicenseFacts(3)
     body, _ = render([ClusterCollector(cluster, REGISTRY_PLUS)], None)
-    assert b'placeos_probe_success{probe="build_service"} 1.0' in body
-    assert b"placeos_builds_queued 3.0" in body
+    assert b'placeos_probe_success{probe="license_check"} 1.0' in body
+    assert b"placeos_license_seats_free 3.0" in body
 
 
 def test_triage_and_check_steps() -> None:
     cluster = ClusterSnapshot("default", 5, symptoms=SYMPTOMS_PLUS)
-    cluster.set_enabled(["redis", "build_service"])
+    cluster.set_enabled(["redis", "license_check"])
     now = time.time()
     cluster.record(ProbeResult("redis", Reason.OK, "", 0.01, now))
-    cluster.record(ProbeResult("build_service", Reason.HTTP_5XX, "HTTP 503", 0.01, now))
+    cluster.record(ProbeResult("license_check", Reason.HTTP_5XX, "HTTP 503", 0.01, now))
     assert set(cluster.diagnosis.causes) == {"unknown"}
     report = cluster_report(cluster)
     step = next(s for s in report.steps if s.question == CORES)
-    assert [p.probe for p in step.probes] == ["build_service"] and not step.passed and not report.ok
+    assert [p.probe for p in step.probes] == ["license_check"] and not step.passed and not report.ok
 
 
 def test_generated_alerts_and_runbook() -> None:
     rules = {a.name: a for a in alerts.alerts(symptoms=SYMPTOMS_PLUS)}
-    assert rules["PlaceOSBuildServiceFailing"].expr == 'placeos_probe_success{probe="build_service"} == 0'
+    assert rules["PlaceOSLicenseCheckFailing"].expr == 'placeos_probe_success{probe="license_check"} == 0'
     inhibit = alerts.inhibit_rules(symptoms=SYMPTOMS_PLUS)
     core = next(r for r in inhibit if r["source_matchers"] == ['alertname="PlaceOSCoreDown"'])
-    assert "PlaceOSBuildServiceFailing" in core["target_matchers"][0]
+    assert "PlaceOSLicenseCheckFailing" in core["target_matchers"][0]
     text = runbook.runbook_md(symptoms=SYMPTOMS_PLUS)
-    assert '<a id="symptom-build_service"></a>' in text and "[PlaceOSCoreDown](#core)" in text
+    assert '<a id="symptom-license_check"></a>' in text and "[PlaceOSCoreDown](#core)" in text

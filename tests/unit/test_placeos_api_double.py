@@ -453,10 +453,14 @@ async def _reference_probes(api: PlaceOSApi, deadline: float = 0.4) -> dict[str,
                     seen.update(local["modules"])
                     if not local["status"]["running"] and local["status"]["module_instances"] > 0:
                         return "driver_error"
-            return "ok" if "mod-1" in seen else "driver_error"
+            return "ok" if "mod-1" in seen else "not_loaded"
 
         async def triggers_health() -> str:
             return _by_status((await get("/api/triggers/v2/", {}))[0])
+
+        async def build_service() -> str:
+            status = (await get(f"{API_BASE}/build/monitor"))[0]
+            return "ok" if status == 404 else _by_status(status)  # 404: the route is absent, a capability
 
         probes = {
             "api_health": api_health,
@@ -467,6 +471,7 @@ async def _reference_probes(api: PlaceOSApi, deadline: float = 0.4) -> dict[str,
             "websocket": websocket,
             "drivers": drivers,
             "triggers_health": triggers_health,
+            "build_service": build_service,
         }
         for name, probe in probes.items():
             await guarded(name, probe)

@@ -171,15 +171,21 @@ def module_parts(slug: str) -> tuple[str, int]:
     return slug, 1
 
 
-async def platform_version(cluster: ClusterConfig, http: aiohttp.ClientSession, seconds: float) -> str | None:
-    """``platform_version`` from /api/engine/v2/version, or None if the API cannot tell (§5.1)."""
+async def platform_version(
+    cluster: ClusterConfig, http: aiohttp.ClientSession, seconds: float
+) -> tuple[str, list[str] | None] | None:
+    """(``platform_version`` from /api/engine/v2/version, the services ``/cluster/versions`` lists or
+    None), or None if the API cannot tell (internals §5.1; era D: runtime/era.py)."""
     ctx = ProbeContext(cluster, cluster.inferred_era(), seconds,
                        asyncio.get_running_loop().time() + seconds, http)  # fmt: skip
     status, body, _ = await api_get(ctx, f"{ENGINE}/version")
-    if status != 200 or not isinstance(body, dict):
+    if status != 200 or not isinstance(body, dict) or not body.get("platform_version"):
         return None
-    version = body.get("platform_version")
-    return str(version) if version else None
+    status, listed, _ = await api_get(ctx, f"{ENGINE}/cluster/versions")
+    services = None
+    if status == 200 and isinstance(listed, list):
+        services = [str(v["service"]) for v in listed if isinstance(v, dict) and v.get("service")]
+    return str(body["platform_version"]), services
 
 
 # --- what the user-path probes need configured (their specs' ``enabled_by``) ------------------------
