@@ -189,7 +189,7 @@ SCENARIOS: tuple[ApiScenario, ...] = (
         {},
         {"none"},
         {"none"},
-        capabilities={"build_monitor": "absent"},
+        capabilities={"build_monitor": "absent", "edges": "absent"},
     ),
     _row(
         "healthy_era_d",
@@ -199,7 +199,7 @@ SCENARIOS: tuple[ApiScenario, ...] = (
         {},
         {"none"},
         {"none"},
-        capabilities={"build_monitor": "ok"},
+        capabilities={"build_monitor": "ok", "edges": "ok"},
     ),
     _row(
         "database_down",

@@ -572,6 +572,8 @@ SYMPTOMS: tuple[Symptom, ...] = (
         # rest-api asks every core: a core that does not answer fails the route too.
         Rule(ANY, (ExplainedBy("core"), ExplainedBy("api"), *BEHIND_THE_API, Blame("build_service"))),
     )),
+    # Edge health never fails (an absent capability passes); a failure here is the API's own trouble.
+    Symptom(P.EDGES, CORES, (AFTER_LOGIN, Rule(ANY, (ExplainedBy("api"), *BEHIND_THE_API, Blame("unknown"))))),
     Symptom(P.SEARCH_INDEX_LAG, LISTING, (
         # Counted, and behind without catching up: search-ingest has stalled (design §3).
         Rule(frozenset({Reason.UNHEALTHY}), (Blame("search_ingest"),)),

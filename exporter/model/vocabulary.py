@@ -29,6 +29,7 @@ class ProbeName(StrEnum):
     TRIGGERS_HEALTH = "triggers_health"
     SEARCH_INDEX_LAG = "search_index_lag"  # beyond design §4's list: search-ingest stalls (design §3)
     BUILD_SERVICE = "build_service"  # placeos-2026 §2: drivers cannot compile
+    EDGES = "edges"  # placeos-2026 §2: remote cores, an optional capability
 
 
 class Era(StrEnum):

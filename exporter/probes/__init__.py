@@ -15,6 +15,7 @@ from exporter.probes import (
     build_service,
     core_discovery,
     drivers,
+    edges,
     elasticsearch,
     etcd,
     execute,
@@ -48,6 +49,7 @@ REGISTRY: tuple[ProbeSpec, ...] = (
     triggers_health.SPEC,
     search_index_lag.SPEC,
     build_service.SPEC,
+    edges.SPEC,
 )
 
 

@@ -126,3 +126,18 @@ def test_root_cause_inhibits_exactly_the_symptoms_it_explains(alertmanager: str)
     assert not got[("PlaceOSLoginFailing", "cluster-redis:9864")]
     assert got[("PlaceOSLoginFailing", "cluster-database:9864")]
     assert got[("PlaceOSSearchFailing", "cluster-elasticsearch:9864")]
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool comes with Debian's prometheus-alertmanager")
+def test_the_support_agent_receiver_example_is_a_valid_alertmanager_config(tmp_path: Path) -> None:
+    """docs/deploy.md (e): the route that sends root causes (with their placeos_playbook) to PlaceOS's agent."""
+    text = (ALERTS.parent / "docs" / "deploy.md").read_text()
+    block = text.split("# alertmanager.yml (excerpt)\n", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load(block)
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    check = subprocess.run(["amtool", "check-config", str(tmp_path / "alertmanager.yml")], capture_output=True,
+                           text=True, check=False, timeout=30)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    rules = yaml.safe_load((ALERTS / "placeos-exporter.rules.yml").read_text())["groups"][0]["rules"]
+    causes = [r for r in rules if "cause" in r["expr"] and "placeos_root_cause" in r["expr"]]
+    assert causes and all(r["annotations"].get("placeos_playbook") for r in causes)

@@ -83,6 +83,12 @@ async def test_scenario(api: PlaceOSApi, scenario: ApiScenario, era: str) -> Non
     reasons = {s.probe: s.reason.value for s in cluster.enabled() if s.reason is not Reason.OK}
     details = {s.probe: s.last.detail for s in cluster.enabled() if s.last and not s.last.success}
     assert reasons == dict(scenario.reasons_for(era)), details
+    # Optional routes: present or absent, never a failure of their own.
+    capability_probe = {"build_monitor": "build_service", "edges": "edges"}
+    for capability, expected in scenario.expected_capabilities.items():
+        state = cluster.probes[capability_probe[capability]]
+        available = getattr(state.last.facts if state.last else None, "available", None)
+        assert available is (expected != "absent"), (capability, expected, state.last)
     # API-only: the diagnosis from the API's answers alone.
     d = cluster.diagnosis
     assert set(d.causes) == set(scenario.expected_causes_api_only), (d.verdict(), reasons)

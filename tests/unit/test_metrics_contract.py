@@ -48,6 +48,7 @@ def test_every_series_exists_before_any_probe_ran() -> None:
                 "placeos_driver",
                 "placeos_exporter_config",
                 "placeos_capability",
+                "placeos_edge",
             )
         ):
             continue  # probes not enabled here; reload series come from the serving process
