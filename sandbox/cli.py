@@ -6,7 +6,7 @@ every child by PID when it ends (Ctrl-C, SIGTERM, or its own death through PR_SE
 `status`, `break` and `heal` run in another shell talk to that process over a tiny HTTP API on a free
 loopback port, found through `<dir>/sandbox.json` (mode 0600, with a random token the API requires).
 
-    placeos-sandbox up [--era A|B|C] [--dir DIR] [--cores N] [--with-exporter] [--exporter-listen H:P]
+    placeos-sandbox up [--era A|B|C|D] [--dir DIR] [--cores N] [--with-exporter] [--exporter-listen H:P]
     placeos-sandbox status [--dir DIR] [--json]
     placeos-sandbox break PART MODE [--driver ID] [--module ID] [--dir DIR]
     placeos-sandbox heal PART [--dir DIR]
@@ -67,7 +67,8 @@ def _modes_help() -> str:
     lines += [f"  {part:<14} {', '.join(MODES[part])}" for part in PARTS]
     lines += [
         "eras: A = etcd, rethinkdb, redis, elasticsearch; B = etcd, postgres, redis, elasticsearch;",
-        "      C = postgres, redis, elasticsearch. Every era runs search-ingest, core, rest-api, triggers.",
+        "      C = postgres, redis, elasticsearch; D = postgres, redis (search in PostgreSQL).",
+        "      Every era runs core, rest-api, triggers; A-C also search-ingest; D also build-service.",
         "`core` addresses every core (`core-N` one of them with --cores N > 1).",
     ]
     return "\n".join(lines)

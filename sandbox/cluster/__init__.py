@@ -8,8 +8,9 @@ depend on them. Breaking a part is done to that part only, by PID or over its ow
 symptoms follow by themselves (the troubleshooting page, internals §9).
 
 Eras (design §2, internals §0): A = etcd + RethinkDB + Redis + ES; B = etcd + PostgreSQL + Redis + ES;
-C = PostgreSQL + Redis (also core discovery) + ES. Every era also runs search-ingest, one or more cores,
-rest-api and triggers (internals §8, the partner environment's set).
+C = PostgreSQL + Redis (also core discovery) + ES; D = PostgreSQL + Redis, search served by PostgreSQL
+(placeos-2026.md §1, rest-api 51faa1a). Every era runs one or more cores, rest-api and triggers
+(internals §8, the partner environment's set); A-C also search-ingest, D also the build service.
 
 Faults (``break_part``; each undone by ``heal``):
 
@@ -21,9 +22,11 @@ Faults (``break_part``; each undone by ``heal``):
   changed over the part's own protocol (sandbox.backends; RethinkDB ``users`` table update;
   Elasticsearch ``POST /_security/user/elastic/_password``). Heal restores it.
 * part-specific (README contract 5): elasticsearch ``red``, search-ingest ``pause``, driver ``crash`` /
-  ``crash-loop`` / ``compile-fail`` and module ``disconnect`` (core's ``/_sandbox/...`` routes),
-  rest-api ``unreachable`` (its listener gone), ``bad-gateway`` (nginx's 502 in front of it) and
-  ``etcd-unreachable`` (eras A/B: the API loses its route to etcd).
+  ``crash-loop`` / ``compile-fail``, module ``disconnect`` and core ``modules-not-loaded`` (core's
+  ``/_sandbox/...`` routes), rest-api ``unreachable`` (its listener gone), ``bad-gateway`` (nginx's 502
+  in front of it) and ``etcd-unreachable`` (eras A/B: the API loses its route to etcd), redis
+  ``pubsub-drop`` (Redis drops its pub/sub clients, rest-api's subscriber comes back without its
+  channels: driver #170's bug). A part an era does not have is refused with one line.
 
 Secrets (the API key secret, the support user's password, the database and Elasticsearch passwords)
 are generated per run with ``secrets.token_urlsafe`` and never logged. The simulators that take a

@@ -34,6 +34,7 @@ from sandbox.cluster.common import (
     MARKER,
     PARTS,
     RETHINKDB_DB,
+    SERVICES_BY_ERA,
     SandboxError,
     SandboxInputError,
     _child_env,
@@ -47,7 +48,7 @@ from sandbox.cluster.parts import _BackendPart, _Fault, _Part, _ProcPart
 from sandbox.ports import free_port
 from sandbox.procs import Proc, pid_alive
 from sandbox.simulator import db as config_db
-from sandbox.simulator import seed
+from sandbox.simulator import fts, seed
 
 # ------------------------------------------------------------------------------------------- sandbox
 
@@ -72,7 +73,7 @@ class SandboxBase:
     ) -> None:
         era = era.upper()
         if era not in ERAS:
-            raise SandboxInputError(f"unknown era {era!r}: choose A, B or C")
+            raise SandboxInputError(f"unknown era {era!r}: choose A, B, C or D")
         if cores < 1:
             raise SandboxInputError("--cores must be at least 1")
         if etcd_ttl < 1 or redis_ttl < 1:
@@ -83,7 +84,7 @@ class SandboxBase:
         self.cores = cores
         self.etcd_ttl = etcd_ttl
         self.redis_ttl = redis_ttl
-        self.es_version = es_version or ES_VERSION[era]
+        self.es_version = es_version or ES_VERSION.get(era, "")
         self.search_interval = search_interval
         self.api_retries = api_retries
         self.ready_timeout = ready_timeout
@@ -133,10 +134,15 @@ class SandboxBase:
         return BACKENDS_BY_ERA[self.era]
 
     @property
+    def service_names(self) -> tuple[str, ...]:
+        """The simulated services of this era besides the cores (SERVICES_BY_ERA)."""
+        return SERVICES_BY_ERA[self.era]
+
+    @property
     def part_names(self) -> list[str]:
         """Every addressable part of this era, in PARTS order (all cores together as `core`)."""
-        databases = ("etcd", "rethinkdb", "postgres")
-        return [p for p in PARTS if p not in databases or p in self.backend_names]
+        present = {*self.backend_names, *self.service_names, "core", "driver", "module"}
+        return [p for p in PARTS if p in present]
 
     # ------------------------------------------------------------------------------------ URLs
 
@@ -198,11 +204,9 @@ class SandboxBase:
         return f"http://{ES_USER}:{pw}@{HOST}:{self._parts['elasticsearch'].port}"
 
     def _sim_env(self) -> dict[str, str]:
-        env = {
-            "SANDBOX_REDIS_URL": self._redis_url,
-            "SANDBOX_DB_URL": self._db_url,
-            "SANDBOX_ES_URL": self._es_url,
-        }
+        env = {"SANDBOX_REDIS_URL": self._redis_url, "SANDBOX_DB_URL": self._db_url}
+        if "elasticsearch" in self.backend_names:
+            env["SANDBOX_ES_URL"] = self._es_url
         if self.era in ("A", "B"):
             env["SANDBOX_ETCD_URL"] = self._etcd_url
         return _child_env(env)
@@ -254,14 +258,21 @@ class SandboxBase:
                 args += ["--etcd=@env:SANDBOX_ETCD_URL", "--etcd-ttl", str(self.etcd_ttl)]
             else:
                 args += ["--redis-ttl", str(self.redis_ttl)]
+            if "build-service" in self.service_names:
+                args += ["--build-url", f"http://{HOST}:{self._port('build-service')}"]
             argv = _python_argv("sandbox.simulator.core", args, launcher=True)
         elif name == "search-ingest":
             args = ["--port", str(port), "--db=@env:SANDBOX_DB_URL", "--es=@env:SANDBOX_ES_URL"]
             args += ["--interval", str(self.search_interval)]
             argv = _python_argv("sandbox.simulator.search_ingest", args, launcher=True)
+        elif name == "build-service":
+            argv = _python_argv("sandbox.simulator.build_service", ["--port", str(port)])
         elif name == "rest-api":
             args = ["--port", str(port), "--era", self.era, "--etcd-ttl", str(self.etcd_ttl)]
             args += ["--retries", str(self.api_retries), "--data-dir", str(self._data(name))]
+            args += ["--triggers-url", f"http://{HOST}:{self._port('triggers')}"]
+            if "search-ingest" in self.service_names:
+                args += ["--search-ingest-url", f"http://{HOST}:{self._port('search-ingest')}"]
             argv = _python_argv("sandbox.simulator.rest_api", args)
         elif name == "triggers":
             argv = _python_argv("sandbox.simulator.triggers", ["--port", str(port), "--era", self.era])
@@ -373,6 +384,8 @@ class SandboxBase:
             db = await config_db.open_db(self._db_url, timeout=10.0)
             try:
                 await config_db.seed(db, docs)
+                if self.era == "D":  # models 6d3a9ad: the generated search_vector columns
+                    await fts.migrate(db, seed.TABLES)
             finally:
                 await db.close()
 
@@ -384,7 +397,7 @@ class SandboxBase:
                 raise SandboxError(f"seeding the config database failed: {e}") from e
 
     def _start_simulators(self) -> None:
-        parts = [self._sim_part(name) for name in [*self.core_names, "search-ingest", "rest-api", "triggers"]]
+        parts = [self._sim_part(name) for name in [*self.core_names, *self.service_names]]
         for part in parts:
             self._add(part)
             part.launch()  # in start order; they retry their backends, so readiness is awaited together
@@ -412,7 +425,8 @@ class SandboxBase:
             status, body = self.api("GET", "/systems")
             return status == 200 and isinstance(body, list) and len(body) == len(seed.SYSTEMS)
 
-        _poll(listed, deadline, "rest-api lists the seeded systems (search-ingest mirrored them)")
+        source = "search-ingest mirrored them" if "search-ingest" in self.service_names else "from PostgreSQL"
+        _poll(listed, deadline, f"rest-api lists the seeded systems ({source})")
 
         def executes() -> bool:
             return self.api("POST", self.probe_execute_path, [])[0] == 200
@@ -524,11 +538,14 @@ class SandboxBase:
             }
         else:
             env["PG_DATABASE_URL"] = self._db_url
+        if "elasticsearch" in self.backend_names:
+            env |= {
+                "ELASTIC_HOST": HOST,
+                "ELASTIC_PORT": str(self._parts["elasticsearch"].port),
+                "ELASTIC_USER": ES_USER,
+                "ELASTIC_PASSWORD": self._es_password,
+            }
         env |= {
-            "ELASTIC_HOST": HOST,
-            "ELASTIC_PORT": str(self._parts["elasticsearch"].port),
-            "ELASTIC_USER": ES_USER,
-            "ELASTIC_PASSWORD": self._es_password,
             "PLACE_URI": self.api_url,
             "PLACE_DOMAIN": seed.AUTHORITY_DOMAIN,
             "PLACEOS_EXPORTER_API_API_KEY": self.api_key,
@@ -569,12 +586,13 @@ class SandboxBase:
             }
         else:
             cluster["postgres"] = {"url": self._db_url}
-        cluster["elasticsearch"] = {
-            "host": HOST,
-            "port": self._parts["elasticsearch"].port,
-            "username": ES_USER,
-            "password": self._es_password,
-        }
+        if "elasticsearch" in self.backend_names:
+            cluster["elasticsearch"] = {
+                "host": HOST,
+                "port": self._parts["elasticsearch"].port,
+                "username": ES_USER,
+                "password": self._es_password,
+            }
         return cluster
 
     def exporter_yaml(self) -> str:

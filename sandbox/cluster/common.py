@@ -16,10 +16,10 @@ from typing import Any
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]  # the checkout: sandbox/cluster/common.py -> .
-ERAS = ("A", "B", "C")
+ERAS = ("A", "B", "C", "D")
 API = "/api/engine/v2"
 RETHINKDB_DB = "place_development"  # the partner environment's database (internals §8)
-ES_VERSION = {"A": "7.17.6", "B": "7.17.6", "C": "8.14.3"}  # partner environment images (internals §8)
+ES_VERSION = {"A": "7.17.6", "B": "7.17.6", "C": "8.14.3"}  # partner environment images (internals §8); none in D
 ES_USER = "elastic"
 MARKER = ".placeos-sandbox"  # marks a root dir whose data/ and logs/ the sandbox may wipe
 
@@ -30,6 +30,7 @@ PARTS = (
     "redis",
     "elasticsearch",
     "search-ingest",
+    "build-service",
     "core",
     "driver",
     "module",
@@ -40,16 +41,30 @@ BACKENDS_BY_ERA: dict[str, tuple[str, ...]] = {
     "A": ("etcd", "rethinkdb", "redis", "elasticsearch"),
     "B": ("etcd", "postgres", "redis", "elasticsearch"),
     "C": ("postgres", "redis", "elasticsearch"),
+    # Era D (placeos-2026.md §1; rest-api 51faa1a #445): search is PostgreSQL full-text search, so
+    # neither Elasticsearch nor search-ingest runs.
+    "D": ("postgres", "redis"),
+}
+# The simulated services besides the cores, per era. Core compiles drivers through a build service since
+# 2.2404.1 (core 1911787 #266, internals §11.3), but only era D's core and rest-api expose it (build
+# monitor: rest-api #413, core #282, 2025-09; recompile through core: rest-api ef4f02f), so only era D
+# runs one; era C's core keeps the sandbox's in-process compile like A/B.
+SERVICES_BY_ERA: dict[str, tuple[str, ...]] = {
+    "A": ("search-ingest", "rest-api", "triggers"),
+    "B": ("search-ingest", "rest-api", "triggers"),
+    "C": ("search-ingest", "rest-api", "triggers"),
+    "D": ("build-service", "rest-api", "triggers"),
 }
 GENERIC_MODES = ("kill", "stop", "garbage")
 MODES: dict[str, tuple[str, ...]] = {
     "etcd": (*GENERIC_MODES, "wrong-credentials"),
     "rethinkdb": (*GENERIC_MODES, "wrong-credentials"),
     "postgres": (*GENERIC_MODES, "wrong-credentials"),
-    "redis": (*GENERIC_MODES, "wrong-credentials"),
+    "redis": (*GENERIC_MODES, "wrong-credentials", "pubsub-drop"),
     "elasticsearch": (*GENERIC_MODES, "wrong-credentials", "red"),
     "search-ingest": (*GENERIC_MODES, "pause"),
-    "core": GENERIC_MODES,
+    "build-service": GENERIC_MODES,
+    "core": (*GENERIC_MODES, "modules-not-loaded"),
     "driver": ("crash", "crash-loop", "compile-fail"),
     "module": ("disconnect",),
     "rest-api": (*GENERIC_MODES, "unreachable", "bad-gateway", "etcd-unreachable"),

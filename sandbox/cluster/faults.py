@@ -8,14 +8,33 @@ from typing import Any
 
 from sandbox import backends, garbage
 from sandbox.cluster.base import SandboxBase
-from sandbox.cluster.common import HOST, MODES, PARTS, SandboxError, SandboxInputError, _core_loaded, _poll, http_json
+from sandbox.cluster.common import (
+    HOST,
+    MODES,
+    PARTS,
+    SandboxError,
+    SandboxInputError,
+    _core_loaded,
+    _poll,
+    http_json,
+)
 from sandbox.cluster.parts import _Fault
 from sandbox.procs import ProcError
 from sandbox.simulator import seed
 
+# Why a part is missing from an era, for the one-line refusal of `break <part> ...`.
+_ABSENT = {
+    "elasticsearch": "era D serves search from PostgreSQL (rest-api 51faa1a #445): no Elasticsearch",
+    "search-ingest": "era D serves search from PostgreSQL (rest-api 51faa1a #445): no search-ingest",
+    "build-service": "only era D's core and rest-api use the build service (core #282, rest-api #413)",
+}
+# The modules `core modules-not-loaded` leaves unloaded: every module of the probe system, so the probe
+# module's driver keeps other modules (mod-display-2) while another driver (Lighting) loses its only one.
+NOT_LOADED_MODULES = tuple(seed.system_mappings(seed.PROBE_SYSTEM).values())
+
 
 class Sandbox(SandboxBase):
-    """A small PlaceOS of era A, B or C on loopback. `start()`, `stop()`, break and heal its parts.
+    """A small PlaceOS of era A, B, C or D on loopback. `start()`, `stop()`, break and heal its parts.
 
     `root_dir` holds `data/<part>` and `logs/<part>.log` (both wiped at start: passwords are new each
     run, so old data would not match them); None makes a temp dir removed at `stop()`.
@@ -39,14 +58,16 @@ class Sandbox(SandboxBase):
             raise SandboxInputError(
                 f"{part} is not part of era {self.era} (its backends: {', '.join(self.backend_names)})"
             )
+        if part not in self.part_names:
+            raise SandboxInputError(f"{part} is not part of era {self.era} ({_ABSENT.get(part, 'not simulated')})")
         return [part]
 
     def _check_mode(self, part: str, mode: str) -> None:
         kind = "core" if part.startswith("core") else part
         if mode not in MODES[kind]:
             raise SandboxInputError(f"{part} has no mode {mode!r}; its modes: {', '.join(MODES[kind])}")
-        if mode == "etcd-unreachable" and self.era == "C":
-            raise SandboxInputError("rest-api etcd-unreachable: era C does not use etcd")
+        if mode == "etcd-unreachable" and self.era in ("C", "D"):
+            raise SandboxInputError(f"rest-api etcd-unreachable: era {self.era} does not use etcd")
 
     def _check_target(self, part: str, driver: str | None, module: str | None) -> str | None:
         if driver is not None and part != "driver":
@@ -130,6 +151,12 @@ class Sandbox(SandboxBase):
         elif mode == "etcd-unreachable":
             self._sandbox_route(name, "/_sandbox/etcd-unreachable", {"on": True})
             msg = "rest-api: cannot reach etcd (etcd itself stays up)"
+        elif mode == "pubsub-drop":
+            msg = self._break_pubsub()
+        elif mode == "modules-not-loaded":
+            answer = self._sandbox_route(name, "/_sandbox/modules/not-loaded", {"modules": list(NOT_LOADED_MODULES)})
+            unloaded = ", ".join(answer.get("unloaded") or []) or "none of them ran here"
+            msg = f"{name}: did not load {', '.join(NOT_LOADED_MODULES)} (unloaded: {unloaded})"
         else:
             raise AssertionError(mode)
         self._faults[name] = fault
@@ -179,6 +206,14 @@ class Sandbox(SandboxBase):
         elif mode == "etcd-unreachable":
             self._sandbox_route(name, "/_sandbox/etcd-unreachable", {"on": False})
             msg = "rest-api: reaches etcd again"
+        elif mode == "pubsub-drop":
+            msg = self._heal_pubsub()
+        elif mode == "modules-not-loaded":
+            if part.alive and name not in self._garbage:
+                self._sandbox_route(name, "/_sandbox/modules/reload", {})
+                msg = f"{name}: modules reloaded"
+            else:
+                msg = f"{name}: not running; it loads every module when it starts again"
         else:
             raise AssertionError(mode)
         del self._faults[name]
@@ -239,6 +274,53 @@ class Sandbox(SandboxBase):
         if not applied:
             raise SandboxError(f"{what}: no core applied it ({'; '.join(refusals)})")
         return applied
+
+    # -- pub/sub
+
+    def _subscriber(self) -> dict[str, Any]:
+        """rest-api's shared status subscriber, as its `/_sandbox/ready` reports it."""
+        status, body = http_json("GET", f"{self.url('rest-api')}/_sandbox/ready", timeout=5.0)
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("subscriber"), dict):
+            raise SandboxError(f"rest-api /_sandbox/ready: HTTP {status}")
+        return dict(body["subscriber"])
+
+    def _break_pubsub(self) -> str:
+        """Redis drops its pub/sub clients and rest-api's subscriber comes back without its channels.
+
+        The drop is done over Redis's own protocol (`CLIENT KILL TYPE pubsub`, as a failover or an
+        output-buffer limit does); the silent loss is rest-api's subscriber reconnecting with the
+        reconnect bug of driver #170/#171 switched on (`/_sandbox/pubsub-drop`, README contract 5).
+        """
+        if not self._parts["rest-api"].alive or "rest-api" in self._garbage:
+            raise SandboxError("rest-api is not running; heal it first")
+        before = int(self._subscriber().get("reconnects", 0))
+        self._sandbox_route("rest-api", "/_sandbox/pubsub-drop", {"on": True})
+        backend = self._backend("redis")
+        assert isinstance(backend, backends.RedisServer)
+        with backend.admin() as conn:
+            killed = conn.client_kill_filter(_type="pubsub", skipme=True)
+
+        def reconnected() -> bool:
+            state = self._subscriber()
+            return bool(state.get("connected")) and int(state.get("reconnects", 0)) > before
+
+        _poll(reconnected, 15.0, "rest-api's subscriber reconnected")
+        return (
+            f"redis: {killed} pub/sub connection(s) dropped (CLIENT KILL TYPE pubsub); rest-api's subscriber "
+            "reconnected without its status channels (PING still answers, binds still succeed)"
+        )
+
+    def _heal_pubsub(self) -> str:
+        if not self._parts["rest-api"].alive or "rest-api" in self._garbage:
+            return "redis: rest-api is not running; it subscribes afresh when it starts"
+        self._sandbox_route("rest-api", "/_sandbox/pubsub-drop", {"on": False})
+
+        def restored() -> bool:
+            state = self._subscriber()
+            return bool(state.get("connected")) and not state.get("dropped") and state.get("lost") == 0
+
+        _poll(restored, 15.0, "rest-api's subscriber restored its channels")
+        return "redis: rest-api's subscriber reconnected and subscribed to every bound channel again"
 
     # -- credentials
 

@@ -1,12 +1,12 @@
 """The PlaceOS core simulator: joins the cluster, runs driver processes, serves core's HTTP API.
 
-``python -m sandbox.simulator.core --port P --era A|B|C --etcd URL --redis URL --db URL --data-dir DIR
-[--etcd-ttl S] [--redis-ttl S]``
+``python -m sandbox.simulator.core --port P --era A|B|C|D --etcd URL --redis URL --db URL --data-dir DIR
+[--etcd-ttl S] [--redis-ttl S] [--build-url URL --build-timeout S]``
 
 What it reproduces of core (internals sections in brackets):
 
 * Discovery [§1.1, §1.2]: registers ``http://127.0.0.1:<port>`` in etcd (A/B, lease kept alive) or in
-  Redis (C, ``{service_core}`` keys), deregisters on SIGTERM (etcd credentials, if etcd runs with auth, come from
+  Redis (C/D, ``{service_core}`` keys), deregisters on SIGTERM (etcd credentials, if etcd runs with auth, come from
   ``ETCD_USERNAME``/``ETCD_PASSWORD`` or the URL, as crystal-etcd reads them); a SIGKILL leaves the etcd key until its
   lease runs out and, in era C, a stale lookup entry until another core registers.
 * Module placement [§1.3]: loads from the config database the modules whose rendezvous owner is
@@ -14,7 +14,7 @@ What it reproduces of core (internals sections in brackets):
   It writes Redis ``system/<sys>`` (``"<Name>/<index>" -> module id``) and publishes ``lookup-change``
   [§3.1, §3.2].
 * Drivers [§3, §11]: one process per driver (``sandbox.simulator.driver``), keyed like core's binary
-  name: A/B ``<file slug>_<commit>_<driver id>``, C ``<file slug>_<commit[0..6]>_amd64``. A driver
+  name: A/B ``<file slug>_<commit>_<driver id>``, C/D ``<file slug>_<commit[0..6]>_amd64``. A driver
   process that dies is relaunched at once (placeos-driver >= 6.9), ``launch_count`` + 1 and
   ``last_exit_code`` set. ``last_exit_code`` is computed as Crystal's ``Process::Status#exit_code`` did
   (``(status & 0xff00) >> 8``), so it stays 0 when the process was killed by a signal.
@@ -25,7 +25,8 @@ What it reproduces of core (internals sections in brackets):
 * HTTP API [§5.3, §7, §11]: ``POST /api/core/v1/command/<module_id>/execute?user_id=`` with
   ``{"__exec__": fn, fn: [args]}``: 200 + the driver's JSON + ``Response-Code``; 203 ``{error,
   backtrace}`` when the driver raised; 404 ``{"error": "module <id> not loaded"}``; 500 when the module
-  is loaded but its process is down. ``GET /api/core/v1/`` (health: Redis PING, etcd
+  is loaded but its process is down (era D loads a not-loaded module on execute instead, and has the
+  build monitor, recompile and reload routes: sandbox.simulator.core_d). ``GET /api/core/v1/`` (health: Redis PING, etcd
   ``maintenance/status`` in A/B, the config database; 500 when one fails), ``/ready`` (503 until the
   modules are loaded), ``/version``, ``/status``, ``/status/load``, ``/status/loaded``,
   ``/status/driver?path=<key>``, ``/drivers/<file>/compiled`` (bool).
@@ -43,7 +44,8 @@ Sandbox-only control routes (README contract point 5; JSON body, 200 on success)
 relaunched after ~1 s), ``POST /_sandbox/driver/compile-fail {"driver": id}``,
 ``POST /_sandbox/driver/heal {"driver": id}`` (compiles and launches again, ends a crash loop),
 ``POST /_sandbox/module/disconnect {"module": id}`` / ``/_sandbox/module/connect`` (the driver sets
-status ``connected``), ``GET /_sandbox/ready``. Driver faults and module disconnections are kept in
+status ``connected``), ``POST /_sandbox/modules/not-loaded`` / ``/_sandbox/modules/reload``
+(sandbox.simulator.core_d), ``GET /_sandbox/ready``. Driver faults and module disconnections are kept in
 ``<data-dir>/faults.json`` so a restarted core keeps them until healed.
 """
 
@@ -67,6 +69,7 @@ from urllib.parse import unquote
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from sandbox.simulator import core_d
 from sandbox.simulator import seed as seed_data
 from sandbox.simulator.db import ConfigDB, DBError, mask_url, open_db
 from sandbox.simulator.discovery import (
@@ -90,9 +93,10 @@ from sandbox.simulator.driver_procs import (
 
 log = logging.getLogger("sandbox.core")
 
-REPO_FOLDER = "sandbox-drivers"  # the repository folder drivers are compiled from (A/B)
+REPO_FOLDER = seed_data.REPOSITORY_FOLDER  # the repository folder drivers are compiled from (A/B)
 CORE_VERSION = "4.10.3"
-PLATFORM_VERSION = {"A": "1.2303.4", "B": "2.2403.0", "C": "2.2409.0"}
+# Era D has no platform release (placeos-2026.md §1): a build without PLACE_VERSION reports "DEV".
+PLATFORM_VERSION = {"A": "1.2303.4", "B": "2.2403.0", "C": "2.2409.0", "D": "DEV"}
 TICK = 1.0
 
 
@@ -105,7 +109,7 @@ def driver_key(era: str, driver: dict[str, Any]) -> str:
     """The driver binary's name, which is also the key of ``/status/loaded`` (internals §11.1)."""
     slug = driver_slug(str(driver["file_name"]))
     commit = str(driver.get("commit") or "HEAD")
-    if era == "C":
+    if era in ("C", "D"):
         return f"{slug}_{commit[:7]}_amd64"
     return f"{slug}_{commit}_{driver['id']}"
 
@@ -180,6 +184,8 @@ class Core:
         self.processes: dict[str, DriverProcess] = {}  # driver key -> manager (compiled and loaded)
         self.compiled: set[str] = set()  # driver ids whose binary exists
         self.unavailable_drivers: list[dict[str, str]] = []
+        self.not_loaded: set[str] = set()  # the modules-not-loaded fault (core_d)
+        self.build = core_d.BuildApi(args.build_url, args.build_timeout)
         self.registered = False
         self.loaded = False
         self.started = time.time()
@@ -211,6 +217,7 @@ class Core:
         await self.discovery.unregister()
         await asyncio.gather(*(p.stop() for p in self.processes.values()))
         await self.discovery.close()
+        await self.build.close()
         await self.redis.aclose()
         await runner.cleanup()
 
@@ -309,7 +316,7 @@ class Core:
         wanted: dict[str, set[str]] = {}
         for mod_id, doc in self.modules.items():
             driver = self.drivers.get(str(doc.get("driver_id")))
-            if driver is None or doc.get("running") is False:
+            if driver is None or doc.get("running") is False or mod_id in self.not_loaded:
                 continue
             if rendezvous(values, mod_id) != own:
                 continue
@@ -406,6 +413,7 @@ class Core:
         r.add_post("/_sandbox/driver/heal", self.h_heal)
         r.add_post("/_sandbox/module/disconnect", self.h_disconnect)
         r.add_post("/_sandbox/module/connect", self.h_connect)
+        core_d.add_routes(self, app)
         return app
 
     async def h_execute(self, request: web.Request) -> web.Response:
@@ -418,6 +426,11 @@ class Core:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": 'expected {"__exec__": fn, fn: [args]}'}, status=400)
         proc = self.process_for_module(mod_id)
+        if proc is None and self.era == "D":
+            try:  # core >= 37aab5c loads a running module on demand (core_d.lazy_load)
+                proc = await core_d.lazy_load(self, mod_id)
+            except core_d.LoadError as e:
+                return web.json_response({"error": str(e)}, status=500)
         if proc is None:
             return web.json_response({"error": f"module {mod_id} not loaded"}, status=404)
         try:
@@ -640,7 +653,7 @@ class Core:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.simulator.core", description="PlaceOS core simulator")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--era", choices=["A", "B", "C"], default="A")
+    parser.add_argument("--era", choices=["A", "B", "C", "D"], default="A")
     parser.add_argument("--etcd", default=None, help="etcd URL (eras A/B), e.g. http://127.0.0.1:2379")
     parser.add_argument("--redis", required=True, help="Redis URL")
     parser.add_argument("--db", required=True, help="rethinkdb://... (era A) or postgresql://... (B/C)")
@@ -649,6 +662,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-ttl", type=int, default=DEFAULT_TTL["C"], help="node key TTL, s (CLUSTER_NODE_TTL)")
     parser.add_argument("--etcd-ca", default=None, help="CA file for an https etcd")
     parser.add_argument("--db-timeout", type=float, default=5.0, help="bound on each database call, s")
+    parser.add_argument("--build-url", default=None, help="the build service (era D), e.g. http://127.0.0.1:3000")
+    parser.add_argument("--build-timeout", type=float, default=2.0, help="build service connect/read timeout, s")
     args = parser.parse_args(argv)
     if args.era in ("A", "B") and not args.etcd:
         parser.error(f"era {args.era} needs --etcd")

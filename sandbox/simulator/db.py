@@ -4,9 +4,10 @@ Reproduces what the PlaceOS services need from their config database (internals 
 
 * Era A: RethinkDB through the official ``rethinkdb`` driver in asyncio mode, database
   ``place_development``, one table per model (``sys``, ``mod``, ``driver``, ``authority``, ...; §2.1).
-* Eras B/C: PostgreSQL through asyncpg, database ``placeos``, the same table names (§2.2). Each table
+* Eras B/C/D: PostgreSQL through asyncpg, database ``placeos``, the same table names (§2.2). Each table
   is stored as ``(id text primary key, doc jsonb)``: the simulators only need documents by id and by
-  one field, which is what pg-orm's models give the real services.
+  one field, which is what pg-orm's models give the real services. Era D adds the generated
+  ``search_vector`` columns (sandbox.simulator.fts).
 * ``health()`` runs PlaceOS's own check: RethinkDB ``r.db("rethinkdb").table("server_status")
   .pluck("id","name")`` first row (§2.1); PostgreSQL ``select datname from pg_stat_activity where
   datname is not null`` first row (§2.2), each on a fresh connection as PlaceOS opens one.
@@ -237,6 +238,10 @@ class PostgresConfigDB(_Bounded):
                 await conn.close(timeout=self.timeout)
 
         return await self._bounded(go, what)
+
+    async def run(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
+        """``fn`` on a fresh connection, bounded and wrapped like every call (era D's search uses it)."""
+        return await self._run(what, fn)
 
     @staticmethod
     def _sql(template: str, table: str) -> str:

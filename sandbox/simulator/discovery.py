@@ -554,7 +554,7 @@ class RedisDiscovery:
 
 # --------------------------------------------------------------------------- factory
 
-DEFAULT_TTL = {"A": 15, "B": 15, "C": 20}
+DEFAULT_TTL = {"A": 15, "B": 15, "C": 20, "D": 20}
 
 
 def make_discovery(
@@ -569,7 +569,7 @@ def make_discovery(
     etcd_password: str | None = None,
     etcd_ca_file: str | None = None,
 ) -> EtcdDiscovery | RedisDiscovery:
-    """etcd for eras A/B, Redis for era C (internals §1), with the era's default TTL."""
+    """etcd for eras A/B, Redis for eras C/D (internals §1), with the era's default TTL."""
     era = era.upper()
     if era in ("A", "B"):
         if not etcd_url:
@@ -582,8 +582,8 @@ def make_discovery(
             password=etcd_password,
             ca_file=etcd_ca_file,
         )
-    if era == "C":
+    if era in ("C", "D"):
         if not redis_url:
-            raise ValueError("era C discovers cores through Redis: a Redis URL is needed")
+            raise ValueError(f"era {era} discovers cores through Redis: a Redis URL is needed")
         return RedisDiscovery(redis_url, ttl or DEFAULT_TTL[era], timeout=timeout, version=version)
-    raise ValueError(f"unknown era {era!r} (A, B or C)")
+    raise ValueError(f"unknown era {era!r} (A, B, C or D)")

@@ -12,6 +12,9 @@ Reproduces (internals §3.1, §3.2, §11.2):
   ``status`` returns the status, a setter sets the status named like the function or its argument.
   A wrong function or argument raises, which core answers with 203 (internals §5.3).
 * Nothing is deleted on a crash: the relaunched instance clears and rewrites its hash.
+* A driver with a ``ticker`` (``seed.DriverSpec``; the display driver's ``heartbeat``) sets that status
+  to the current unix time in milliseconds every ``seed.TICK_INTERVAL`` seconds on each of its modules,
+  as a driver polling its device does, so status changes flow all the time (HSET + PUBLISH).
 
 Sandbox deviation, so a backend heal heals the sandbox: a write that failed (Redis down) is retried
 every few seconds, and ``interface/<mod>`` missing (Redis restarted empty) is written again.
@@ -30,6 +33,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from sandbox.simulator.discovery import redis_client
-from sandbox.simulator.seed import DriverSpec, driver_by_id
+from sandbox.simulator.seed import TICK_INTERVAL, DriverSpec, driver_by_id
 
 log = logging.getLogger("sandbox.driver")
 
@@ -62,6 +66,8 @@ class Module:
         self.driver = driver
         self.id = module_id
         self.status: dict[str, Any] = dict(driver.spec.status)
+        if driver.spec.ticker:
+            self.status[driver.spec.ticker] = _now_ms()
         self.status["connected"] = connected
         self.dirty = True
 
@@ -209,6 +215,16 @@ class Driver:
             if seq is not None:
                 self.reply({"seq": seq, "error": f"{type(e).__name__}: {e}", "backtrace": _backtrace(e), "code": 500})
 
+    async def tick_loop(self) -> None:
+        """The ``ticker`` status, set on every module each ``TICK_INTERVAL`` seconds."""
+        ticker = self.spec.ticker
+        if not ticker:
+            return
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            for mod in list(self.modules.values()):
+                await mod.set_status(ticker, _now_ms())
+
     async def resync_loop(self) -> None:
         while True:
             await asyncio.sleep(3)
@@ -217,6 +233,10 @@ class Driver:
                     await mod.resync()
                 except (aioredis.RedisError, OSError):
                     mod.dirty = True
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _backtrace(e: BaseException) -> list[str]:
@@ -241,6 +261,7 @@ async def run(driver_id: str, redis_url: str, exit_after: float | None) -> None:
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     resync = asyncio.create_task(driver.resync_loop())
+    ticks = asyncio.create_task(driver.tick_loop())
     tasks: set[asyncio.Task[None]] = set()
     try:
         while line := await reader.readline():
@@ -258,6 +279,7 @@ async def run(driver_id: str, redis_url: str, exit_after: float | None) -> None:
                 await driver.handle(msg)
     finally:
         resync.cancel()
+        ticks.cancel()
         with contextlib.suppress(Exception):
             await redis.aclose()
     log.info("core closed the pipe; driver process exiting")

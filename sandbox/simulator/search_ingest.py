@@ -46,6 +46,7 @@ from sandbox.simulator.seed import TABLES
 log = logging.getLogger("sandbox.search_ingest")
 
 VERSION = "2.9.1"
+STARTED = time.time()
 
 
 class ESError(Exception):
@@ -216,7 +217,11 @@ def make_app(ingest: Ingest) -> web.Application:
         return web.Response(status=200) if ingest.loaded else web.json_response({"error": "not ready"}, status=503)
 
     async def version(request: web.Request) -> web.Response:
-        return web.json_response({"service": "search-ingest", "commit": "sandbox", "version": VERSION})
+        # Model::Version (placeos-models version.cr): rest-api's /cluster/versions parses this.
+        built = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(STARTED))
+        return web.json_response(
+            {"service": "search-ingest", "commit": "sandbox", "version": VERSION, "build_time": built}
+        )
 
     async def reindex(request: web.Request) -> web.Response:
         ingest.force()

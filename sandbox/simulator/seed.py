@@ -25,12 +25,21 @@ OAUTH_APP_ID = "oauth-app-backoffice"
 OAUTH_CLIENT_ID = hashlib.md5(b"http://localhost/backoffice/oauth-resp.html").hexdigest()  # internals §2.2
 
 # Tables the sandbox seeds (internals §2.1); search-ingest mirrors the same names as indices (§4).
-TABLES = ("authority", "user", "api_key", "sys", "mod", "driver", "zone", "doorkeeper_app", "trigger")
+TABLES = ("authority", "user", "api_key", "sys", "mod", "driver", "repo", "zone", "doorkeeper_app", "trigger")
+REPOSITORY_ID = "repo-sandbox-drivers"
+REPOSITORY_FOLDER = "sandbox-drivers"  # the folder core compiles drivers from (A/B) and names in errors
+REPOSITORY_URI = "https://github.com/placeos/drivers"
+REPOSITORY_BRANCH = "master"
 
 
 @dataclass(frozen=True)
 class DriverSpec:
-    """A sandbox driver: its functions (the ``interface`` written to Redis) and initial status."""
+    """A sandbox driver: its functions (the ``interface`` written to Redis) and initial status.
+
+    ``ticker`` names a status the driver process sets to the current time (unix milliseconds, an
+    integer) every ``TICK_INTERVAL`` seconds, as a driver polling its device does: a status that
+    changes on a schedule, so a subscriber can prove that changes reach it within a deadline.
+    """
 
     id: str
     name: str
@@ -38,6 +47,7 @@ class DriverSpec:
     module_name: str
     interface: dict[str, dict[str, Any]]
     status: dict[str, Any]
+    ticker: str | None = None
 
 
 DRIVERS: tuple[DriverSpec, ...] = (
@@ -52,6 +62,7 @@ DRIVERS: tuple[DriverSpec, ...] = (
             "status": {},
         },
         status={"connected": True, "power": False, "input": "hdmi"},
+        ticker="heartbeat",
     ),
     DriverSpec(
         id="driver-lighting",
@@ -88,6 +99,10 @@ PROBE_SYSTEM = "sys-room-1"
 PROBE_MODULE = "Display_1"
 PROBE_FUNCTION = "status"
 PROBE_STATUS = "power"
+# The status that changes by itself: every display module's `heartbeat` (so `sys-room-1` `Display_1`
+# `heartbeat`), set to unix milliseconds every TICK_INTERVAL seconds by the driver process.
+TICK_STATUS = "heartbeat"
+TICK_INTERVAL = 1.0
 
 
 def api_key_hash(key_id: str, secret: str) -> str:
@@ -151,12 +166,25 @@ def seed_documents(api_key_secret: str, user_password: str) -> dict[str, list[di
         }
     )
     docs["zone"].append({"id": "zone-sandbox", "name": "Sandbox Building", "tags": ["building"]})
+    docs["repo"].append(
+        {
+            "id": REPOSITORY_ID,
+            "name": "Sandbox Drivers",
+            "folder_name": REPOSITORY_FOLDER,
+            "uri": REPOSITORY_URI,
+            "branch": REPOSITORY_BRANCH,
+            "repo_type": "driver",
+            "description": "the sandbox's drivers",
+        }
+    )
     for d in DRIVERS:
         docs["driver"].append(
             {
                 "id": d.id,
                 "name": d.name,
                 "file_name": d.file_name,
+                "module_name": d.module_name,
+                "repository_id": REPOSITORY_ID,
                 "commit": "a1b2c3d4e5f6",
                 "role": 1,
                 "compilation_output": None,

@@ -1,6 +1,6 @@
 """The sandbox's PlaceOS triggers service: its health and version routes, on real backends.
 
-``python -m sandbox.simulator.triggers --port P --era A|B|C --redis URL --db URL [--etcd URL]
+``python -m sandbox.simulator.triggers --port P --era A|B|C|D --redis URL --db URL [--etcd URL]
 [--platform-version V] [--health checks|always-ok] [--backend-timeout S]``; the URLs may come from
 ``$SANDBOX_REDIS_URL``, ``$SANDBOX_DB_URL``, ``$SANDBOX_ETCD_URL`` instead (credentials out of ``ps``).
 
@@ -48,7 +48,7 @@ from sandbox.simulator.service import add_store_urls, require_urls, serve_main, 
 log = logging.getLogger("sandbox.triggers")
 
 BASE = "/api/triggers/v2"
-TRIGGERS_COMMIT = {"A": "66c3b65", "B": "66c3b65", "C": "bffac69"}  # internals §0, §6
+TRIGGERS_COMMIT = {"A": "66c3b65", "B": "66c3b65", "C": "bffac69", "D": "076c954"}  # internals §0, §6, "Latest"
 
 
 @dataclass

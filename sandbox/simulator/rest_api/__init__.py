@@ -1,15 +1,17 @@
 """The sandbox's PlaceOS rest-api: the HTTP and WebSocket surface of internals §5, on real backends.
 
-``python -m sandbox.simulator.rest_api --port P --era A|B|C --etcd URL --redis URL --db URL --es URL
+``python -m sandbox.simulator.rest_api --port P --era A|B|C|D --etcd URL --redis URL --db URL --es URL
 [--platform-version V --retries N --retry-interval S --backend-timeout S --core-timeout S --etcd-ttl S
---data-dir DIR]`` (``--etcd`` is needed in eras A/B; ``--data-dir`` keeps the token signing key). Each
+--data-dir DIR --triggers-url URL --search-ingest-url URL]`` (``--etcd`` is needed in eras A/B, ``--es``
+in eras A-C; ``--data-dir`` keeps the token signing key). Each
 URL may come from ``$SANDBOX_ETCD_URL``, ``$SANDBOX_REDIS_URL``, ``$SANDBOX_DB_URL``, ``$SANDBOX_ES_URL``
 instead, so credentials in URLs stay out of the process list.
 
 What it reproduces, and from where (cited as "internals §N"):
 
 * ``GET /api/engine/v2/`` health (§5.1): era A Redis ``PING`` + etcd ``POST /v3/maintenance/status`` +
-  RethinkDB ``server_status``; era B Redis + etcd + PostgreSQL; era C Redis + PostgreSQL. 200 with an
+  RethinkDB ``server_status``; era B Redis + etcd + PostgreSQL; eras C/D exactly Redis + PostgreSQL
+  (root.cr ``healthcheck?`` @ee8db8e; its log line carries the subscriber's ``redis_reconnects``). 200 with an
   empty body, else the production error handler's 500: ``{}`` when ``Accept`` has
   ``application/json``, an empty text/plain body otherwise (§5.1, action-controller error_handler).
 * Authentication (§5.2, rest-api ``utilities/current-user.cr``): ``X-API-Key: <id>.<secret>`` (or
@@ -26,10 +28,14 @@ What it reproduces, and from where (cited as "internals §N"):
   Authority, bcrypt ``password_digest``) and ``client_credentials``. Tokens carry ``iss: "POS"``,
   ``aud`` = the Authority domain, ``sub``, ``scope`` and ``u: {n, e, p, r}`` and expire in 2 h. A
   database outage is Rails' production 500.
-* ``GET /api/engine/v2/version``, ``/api_keys/inspect`` (§5.1).
-* ``GET /api/engine/v2/systems`` (and ``/modules``) from Elasticsearch (eras A-C, §4, §5.3) with
-  ``X-Total-Count``, ``Content-Range: sys <start>-<end>/<total>`` and ``Link`` exactly as rest-api's
+* ``GET /api/engine/v2/version``, ``/api_keys/inspect`` (§5.1); ``/cluster/versions``, ``/reindex``,
+  ``/backfill`` and era D's ``/build/monitor``, ``/drivers/:id/recompile``, ``/drivers/:id/reload``
+  (platform.py). A path with no route is the router's ``404 Not Found`` text, before authentication.
+* ``GET /api/engine/v2/systems`` (and ``/modules``, ``/drivers``) from Elasticsearch (eras A-C, §4, §5.3)
+  with ``X-Total-Count``, ``Content-Range: sys <start>-<end>/<total>`` and ``Link`` exactly as rest-api's
   ``paginate_results`` builds them (including its ``offset = end + 1``); ES down or failing is a 500.
+  Era D (rest-api #445 ``51faa1a``): from PostgreSQL full-text search (sandbox.simulator.fts) with
+  ``paginate_sql``'s headers, whose ``Link`` offset is the range end (not + 1); PostgreSQL down is a 500.
 * ``GET /systems/:id`` from the database; ``/systems/:sys/functions/:slug`` from Redis ``system/<sys>``
   and ``interface/<mod>`` (§3.3); ``/systems/:sys/:slug[/:key]`` from Redis ``status/<mod>`` (§5.3).
 * Execute (``POST /systems/:sys/:slug/:method``, ``POST /modules/:id/exec/:method``) along the
@@ -58,11 +64,12 @@ What it reproduces, and from where (cited as "internals §N"):
   instances".
 * WebSocket ``GET /api/engine/v2/systems/control`` (§5.4, rest-api ``session.cr``): strict request
   parsing (unknown keys, a string ``id`` or a missing field get no reply at all), ``bind`` (success
-  with ``meta`` only, then a ``notify`` with the current value and one per change on Redis channel
-  ``status/<mod>/<name>``), ``unbind``, ``exec`` (same core path; a null ``args`` is rest-api's
-  ``Cast from Nil`` error 3), ``debug``/``ignore`` accepted, text ``ping`` -> ``pong`` and a server
-  ``pong`` every 80 s. Authentication happens once at upgrade, so an open socket keeps working when
-  the database dies (the documented symptom, §9).
+  with ``meta`` only, then a ``notify`` with the current value read by HGET and one per change on Redis
+  channel ``status/<mod>/<name>``, received by the process's one subscriber: subscriptions.py),
+  ``unbind``, ``exec`` (same core path; a null ``args`` is rest-api's ``Cast from Nil`` error 3),
+  ``debug``/``ignore`` accepted, text ``ping`` -> ``pong`` and a server ``pong`` every 80 s.
+  Authentication happens once at upgrade, so an open socket keeps working when the database dies (the
+  documented symptom, §9).
 * Cluster and driver routes (§11.1, §11.3): ``/cluster`` (cores that fail are silently dropped),
   ``/cluster/:core_id`` (404 ``core not registered: <id>``), ``/drivers/:id`` with ``compilation_output``
   and ``compilation_status``, ``/drivers/:id/compiled`` (200 / 404 ``Driver not compiled yet`` / 503
@@ -74,7 +81,10 @@ Sandbox-only controls (README contract point 5), not part of PlaceOS:
   stays up (its etcd client is pointed at a closed loopback port), for discovery and health alike.
 * ``POST /_sandbox/unreachable {"on": true|false}``: every PlaceOS route answers nginx's 502 page, as
   when the load balancer cannot reach rest-api (design §3 component ``api``).
-* ``GET /_sandbox/ready``: 200 once the app is serving.
+* ``POST /_sandbox/pubsub-drop {"on": true|false}``: arms the status subscriber's reconnect bug (driver
+  #170/#171; the orchestrator then drops Redis's pub/sub clients) or clears it and reconnects whole.
+* ``GET /_sandbox/ready``: 200 once the app is serving, with the subscriber's state (``connected``,
+  ``reconnects``, ``dropped``, ``channels``, ``lost``).
 
 Left out: scopes and permission groups are not enforced (the seeded key has ``public``/Full), edge
 modules, ``_TRIGGER_`` binds, the debug stream (``debug`` is acknowledged, no log lines follow),
@@ -124,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> RestApiConfig:
         help="Elasticsearch URL, e.g. http://127.0.0.1:9200 (or $SANDBOX_ES_URL)",
     )
     p.add_argument("--platform-version", help="reported by /version (default per era)")
+    p.add_argument("--triggers-url", help="triggers (TRIGGERS_URI), e.g. http://127.0.0.1:3000, for /cluster/versions")
+    p.add_argument("--search-ingest-url", help="search-ingest (eras A-C), for /cluster/versions, /reindex, /backfill")
     p.add_argument("--retries", type=int, default=2, help="core execute re-tries (real: 10 in A/B, 4 in C)")
     p.add_argument("--retry-interval", type=float, default=0.5, help="seconds between core retries")
     p.add_argument("--backend-timeout", type=float, default=2.0, help="per-call timeout to Redis/DB/ES/etcd")
@@ -131,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> RestApiConfig:
     p.add_argument("--etcd-ttl", type=int, default=15, help="seconds the API routes with cores last seen in etcd")
     p.add_argument("--data-dir", type=Path, help="keeps the token signing key across restarts")
     a = p.parse_args(argv)
-    require_urls(p, a, "redis", "db", "es")
+    require_urls(p, a, "redis", "db", *(("es",) if a.era.upper() != "D" else ()))
     return RestApiConfig(
         port=a.port,
         host=a.host,
@@ -140,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> RestApiConfig:
         redis_url=a.redis,
         db_url=a.db,
         es_url=a.es,
+        triggers_url=a.triggers_url,
+        search_ingest_url=a.search_ingest_url,
         platform_version=a.platform_version,
         retries=max(0, a.retries),
         retry_interval=max(0.0, a.retry_interval),

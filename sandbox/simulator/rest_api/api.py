@@ -1,5 +1,6 @@
 """The rest-api process state (RestApi): its configuration, backend clients, core discovery,
-authentication, Elasticsearch listing and the execute path through core.
+authentication, listing (Elasticsearch in eras A-C, PostgreSQL full-text search in era D) and the
+execute path through core.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from redis.backoff import NoBackoff
 
 from sandbox.ports import free_port
 from sandbox.simulator import discovery as core_discovery
-from sandbox.simulator import seed
+from sandbox.simulator import fts, seed
 from sandbox.simulator.db import ConfigDB, mask_url, open_db
 from sandbox.simulator.rest_api.common import (
     DEFAULT_PLATFORM_VERSION,
@@ -47,6 +48,7 @@ from sandbox.simulator.rest_api.common import (
     user_from_claims,
     user_from_docs,
 )
+from sandbox.simulator.rest_api.subscriptions import Subscriptions
 
 if TYPE_CHECKING:  # websocket.py imports this module
     from sandbox.simulator.rest_api.websocket import WsSession
@@ -66,8 +68,10 @@ class RestApiConfig:
     era: str
     redis_url: str = field(repr=False)
     db_url: str = field(repr=False)
-    es_url: str = field(repr=False)
+    es_url: str | None = field(default=None, repr=False)  # eras A-C; era D has no Elasticsearch
     etcd_url: str | None = field(default=None, repr=False)
+    triggers_url: str | None = None  # TRIGGERS_URI, for /cluster/versions
+    search_ingest_url: str | None = None  # search-ingest (eras A-C), for /cluster/versions, /reindex, /backfill
     platform_version: str | None = None
     retries: int = 2
     retry_interval: float = 0.5
@@ -83,6 +87,8 @@ class RestApiConfig:
             raise ValueError(f"era must be one of {ERAS}, not {self.era!r}")
         if self.era in ("A", "B") and not self.etcd_url:
             raise ValueError(f"era {self.era} needs --etcd (core discovery and health use etcd)")
+        if self.era != "D" and not self.es_url:
+            raise ValueError(f"era {self.era} needs --es (its list routes query Elasticsearch)")
         if self.platform_version is None:
             self.platform_version = DEFAULT_PLATFORM_VERSION[self.era]
 
@@ -141,8 +147,9 @@ class RestApi:
         self._discovery_url: str | None = None
         self._seen: dict[str, tuple[core_discovery.CoreNode, float]] = {}
         self.sessions: set[WsSession] = set()
+        self.subscriptions = Subscriptions(config.redis_url, config.backend_timeout)
         self.stopping = asyncio.Event()
-        es = urlsplit(config.es_url)
+        es = urlsplit(config.es_url or "")
         self.es_base = f"{es.scheme}://{es.hostname}" + (f":{es.port}" if es.port else "")
         self.es_auth = aiohttp.BasicAuth(es.username or "", es.password or "") if es.username is not None else None
 
@@ -157,11 +164,13 @@ class RestApi:
         if self._db is None:
             self._db = await open_db(self.config.db_url, self.config.backend_timeout)
         self.http = aiohttp.ClientSession()
+        self.subscriptions.start()
 
     async def stop(self) -> None:
         self.stopping.set()
         for session in list(self.sessions):
             await session.close()
+        await self.subscriptions.close()
         await self._close_discovery()
         if self.http is not None:
             await self.http.close()
@@ -192,8 +201,8 @@ class RestApi:
                 await disc.close()
 
     async def discovery(self) -> core_discovery.EtcdDiscovery | core_discovery.RedisDiscovery:
-        """The API-side discovery client (etcd in A/B, Redis in C); rebuilt when the etcd URL changes."""
-        if self.era == "C":
+        """The API-side discovery client (etcd in A/B, Redis in C/D); rebuilt when the etcd URL changes."""
+        if self.era in ("C", "D"):
             if self._discovery is None:
                 self._discovery = core_discovery.RedisDiscovery(
                     self.config.redis_url, timeout=self.config.backend_timeout
@@ -211,7 +220,7 @@ class RestApi:
     async def core_nodes(self) -> list[core_discovery.CoreNode]:
         """The node list the API routes with (internals §1.1, §1.2).
 
-        Era C: ``HGETALL {service_core}_lookup`` (stale entries kept, as real). Eras A/B: the
+        Eras C/D: ``HGETALL {service_core}_lookup`` (stale entries kept, as real). Eras A/B: the
         ``service/core/`` prefix; while etcd cannot be read the nodes last seen are kept for one TTL
         (the real API keeps a watched list), after which :class:`EtcdUnreachable` is raised so execute
         can say that etcd, not core, is what failed.
@@ -282,7 +291,7 @@ class RestApi:
         except JWTError as e:
             raise Unauthorized(str(e)) from e
         user = user_from_claims(claims)
-        if self.era == "C":
+        if self.era in ("C", "D"):
             # Era C looks the user and the Authority up; a database outage here is a 500 (§5.2).
             user_doc = await self.db.get("user", user.id)
             if user_doc is not None:
@@ -355,7 +364,14 @@ class RestApi:
         return results, total_n
 
     async def paginate(self, request: web.Request, index: str, route: str) -> web.Response:
-        """``paginate_results`` (rest-api ``controllers/application.cr``): the headers of internals §4."""
+        """``paginate_results`` (rest-api ``controllers/application.cr``): the headers of internals §4.
+
+        Era D: ``paginate_search``/``paginate_sql`` (application.cr @51faa1a, sandbox.simulator.fts):
+        the page from PostgreSQL, and the Link header's next ``offset`` is the range end, no longer the
+        range end + 1 that skipped a row per page (the era-D signal: ``?limit=0`` gives ``offset=0``).
+        """
+        if self.era == "D":
+            return await self._paginate_search(request, index, route)
         try:
             limit = int(request.query.get("limit", "100"))
             offset = int(request.query.get("offset", "0"))
@@ -373,6 +389,25 @@ class RestApi:
         if range_end < total:
             params = dict(request.query)
             params["offset"] = str(range_end + 1)
+            params["limit"] = str(limit)
+            headers["Link"] = f'<{route}?{urlencode(params)}>; rel="next"'
+        return json_response(results, headers=headers)
+
+    async def _paginate_search(self, request: web.Request, table: str, route: str) -> web.Response:
+        for name in ("limit", "offset"):  # build_search_params' UInt32 params (400 when not one)
+            value = request.query.get(name)
+            if value is not None and not (value.isdigit() and int(value) < 2**32):
+                return json_response(
+                    {"error": f"invalid parameter '{name}'", "parameter": name, "restriction": "UInt32"}, 400
+                )
+        limit = fts.clamp(request.query.get("limit"), 100, fts.MAX_LIMIT)
+        offset = fts.clamp(request.query.get("offset"), 0, fts.MAX_OFFSET)
+        results, total = await fts.search(self.db, table, request.query.get("q", "*"), limit, offset)
+        range_end = offset + len(results)
+        headers = {"X-Total-Count": str(total), "Content-Range": f"{table} {offset}-{range_end}/{total}"}
+        if range_end < total:
+            params = dict(request.query)
+            params["offset"] = str(range_end)
             params["limit"] = str(limit)
             headers["Link"] = f'<{route}?{urlencode(params)}>; rel="next"'
         return json_response(results, headers=headers)

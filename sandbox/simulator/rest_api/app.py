@@ -35,6 +35,11 @@ def make_app(config: RestApiConfig, db: ConfigDB | None = None) -> web.Applicati
     async def middleware(request: web.Request, handler: RouteHandler) -> web.StreamResponse:
         if api.unreachable and not request.path.startswith("/_sandbox/"):
             return web.Response(text=NGINX_502, status=502, content_type="text/html")
+        exception = request.match_info.http_exception
+        if isinstance(exception, web.HTTPNotFound):
+            # No route: action-controller's router falls through to HTTP::Server's 404 before any
+            # controller (so before authentication): "404 Not Found" as text (crystal HTTP::Handler).
+            return web.Response(text="404 Not Found\n", status=404, content_type="text/plain")
         try:
             if _needs_auth(request):
                 try:
@@ -64,7 +69,7 @@ def make_app(config: RestApiConfig, db: ConfigDB | None = None) -> web.Applicati
             config.port,
             mask_url(config.redis_url),
             mask_url(config.db_url),
-            mask_url(config.es_url),
+            mask_url(config.es_url) if config.es_url else "-",
             mask_url(config.etcd_url) if config.etcd_url else "-",
         )
 

@@ -21,10 +21,13 @@ import aiohttp
 from aiohttp import web
 
 API = "/api/engine/v2"
-ERAS = ("A", "B", "C")
-DEFAULT_PLATFORM_VERSION = {"A": "1.2303.4", "B": "2.2403.0", "C": "2.2409.0"}
-# rest-api commits of the releases read for each era (internals §11 table).
-REST_API_COMMIT = {"A": "76bed72", "B": "d5171ac", "C": "afea979"}
+ERAS = ("A", "B", "C", "D")
+# Era D has no platform release (placeos-2026.md §1): rest-api's PLATFORM_VERSION is the PLACE_VERSION
+# build argument, "DEV" unless a release build sets it (rest-api Dockerfile, src/constants.cr @ee8db8e).
+DEFAULT_PLATFORM_VERSION = {"A": "1.2303.4", "B": "2.2403.0", "C": "2.2409.0", "D": "DEV"}
+# rest-api commits of the releases read for each era (internals §11 table); D: master with #445 and #446.
+REST_API_COMMIT = {"A": "76bed72", "B": "d5171ac", "C": "afea979", "D": "ee8db8e"}
+REST_API_SHARD_VERSION = "2.0.0"  # rest-api shard.yml `version` (VERSION in src/constants.cr), unchanged by #445
 TOKEN_TTL = 7200  # Doorkeeper access tokens: 2 h (internals §5.2)
 WS_PONG_INTERVAL = 80.0  # the server sends "pong" to every socket every 80 s (internals §5.4)
 OAUTH_APP_TABLE = "doorkeeper_app"  # the seed's name for the OAuth application table in every era

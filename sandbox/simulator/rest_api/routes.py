@@ -1,5 +1,6 @@
 """The HTTP routes of rest-api (health, version, systems, modules, execute, cluster, drivers) and the
-sandbox-only controls, with the helpers they share.
+sandbox-only controls, with the helpers they share. The platform routes (cluster versions, reindex,
+backfill, build monitor, recompile, reload) are in platform.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from aiohttp import web
 from sandbox.simulator.rest_api.api import Core, RestApi, function_visible, interface_of
 from sandbox.simulator.rest_api.common import (
     API,
-    REST_API_COMMIT,
     USER_KEY,
     AuthUser,
     ExecError,
@@ -26,6 +26,7 @@ from sandbox.simulator.rest_api.common import (
     production_error,
 )
 from sandbox.simulator.rest_api.oauth import token_route
+from sandbox.simulator.rest_api.platform import add_platform_routes, rest_api_version
 from sandbox.simulator.rest_api.websocket import WsSession
 
 log = logging.getLogger("sandbox.rest_api")
@@ -44,6 +45,8 @@ def routes(api: RestApi) -> web.RouteTableDef:
 
     @r.get(f"{API}/")
     async def health(request: web.Request) -> web.StreamResponse:
+        # root.cr logs the WebSocket subscriber's reconnect count with every health check.
+        log.debug("healthcheck (redis_reconnects=%d)", api.subscriptions.reconnects)
         checks = api.health_checks()
         results = await asyncio.gather(*(c() for c in checks.values()), return_exceptions=True)
         failed = [name for name, res in zip(checks, results, strict=True) if isinstance(res, BaseException)]
@@ -54,15 +57,7 @@ def routes(api: RestApi) -> web.RouteTableDef:
 
     @r.get(f"{API}/version")
     async def version(request: web.Request) -> web.StreamResponse:
-        return json_response(
-            {
-                "service": "rest-api",
-                "commit": REST_API_COMMIT[api.era],
-                "version": f"sandbox-{api.era.lower()}",
-                "build_time": "2024-01-01T00:00:00Z",
-                "platform_version": api.config.platform_version,
-            }
-        )
+        return json_response(rest_api_version(api))
 
     @r.get(f"{API}/api_keys/inspect")
     async def inspect(request: web.Request) -> web.StreamResponse:
@@ -183,6 +178,8 @@ def routes(api: RestApi) -> web.RouteTableDef:
 
     # -- cluster and drivers (internals §11) ----------------------------------------------------------
 
+    add_platform_routes(api, r)  # before /cluster/{core_id}: /cluster/versions must match first
+
     @r.get(f"{API}/cluster")
     async def cluster_index(request: web.Request) -> web.StreamResponse:
         require_admin(request)
@@ -265,12 +262,21 @@ def routes(api: RestApi) -> web.RouteTableDef:
 
     @r.get("/_sandbox/ready")
     async def ready(request: web.Request) -> web.StreamResponse:
-        return json_response({"ready": True, "era": api.era})
+        return json_response({"ready": True, "era": api.era, "subscriber": api.subscriptions.state()})
+
+    @r.post("/_sandbox/pubsub-drop")
+    async def pubsub_drop(request: web.Request) -> web.StreamResponse:
+        on = await switch_body(request)
+        if on is None:
+            return json_response({"error": 'body must be {"on": true|false}'}, 400)
+        api.subscriptions.set_drop(on)
+        log.warning("sandbox: status subscriber %s", "loses its channels on reconnect" if on else "reconnects whole")
+        return json_response({"pubsub_drop": on, "subscriber": api.subscriptions.state()})
 
     @r.post("/_sandbox/etcd-unreachable")
     async def etcd_unreachable(request: web.Request) -> web.StreamResponse:
-        if api.era == "C":
-            return json_response({"error": "era C does not use etcd"}, 400)
+        if api.era in ("C", "D"):
+            return json_response({"error": f"era {api.era} does not use etcd"}, 400)
         on = await switch_body(request)
         if on is None:
             return json_response({"error": 'body must be {"on": true|false}'}, 400)

@@ -1,5 +1,11 @@
 """The `/systems/control` WebSocket session (internals §5.4): strict request parsing, bind/notify over
 Redis, exec through core, pings.
+
+A bind subscribes through the process's one status subscriber (``RestApi.subscriptions``,
+sandbox.simulator.rest_api.subscriptions) and then reads the current value with an HGET on the ordinary
+connection, which is sent as the first notify: so a bind succeeds and gets its first value even when
+the subscriber has lost its channels (the ``redis pubsub-drop`` fault), and only later changes go
+missing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from aiohttp import web
 
 from sandbox.simulator.rest_api.api import RestApi
 from sandbox.simulator.rest_api.common import WS_PONG_INTERVAL, AuthUser, Clearance, ErrorCode, ExecError, dumps
+from sandbox.simulator.rest_api.subscriptions import Subscription
 
 log = logging.getLogger("sandbox.rest_api")
 
@@ -83,6 +90,7 @@ class _Binding:
     index: int
     name: str
     channel: str
+    subscription: Subscription | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -90,15 +98,13 @@ class _Binding:
 
 
 class WsSession:
-    """One ``/systems/control`` socket: bindings on Redis pub/sub, exec through the core path."""
+    """One ``/systems/control`` socket: bindings on the shared subscriber, exec through the core path."""
 
     def __init__(self, api: RestApi, ws: web.WebSocketResponse, user: AuthUser) -> None:
         self.api = api
         self.ws = ws
         self.user = user
         self.bindings: dict[tuple[str, str, int, str], _Binding] = {}
-        self._pubsub: Any = None
-        self._listener: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,12 +132,14 @@ class WsSession:
         if self._closed.is_set():
             return
         self._closed.set()
-        for task in [self._pinger, self._listener, *self._tasks]:
+        for task in [self._pinger, *self._tasks]:
             if task is not None:
                 task.cancel()
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+        for binding in list(self.bindings.values()):
+            if binding.subscription is not None:
+                with contextlib.suppress(Exception):
+                    await self.api.subscriptions.unsubscribe(binding.subscription)
+        self.bindings.clear()
         if not self.ws.closed:
             with contextlib.suppress(Exception):
                 await self.ws.close()
@@ -207,17 +215,23 @@ class WsSession:
         if key in self.bindings:
             await self.send({"id": req.id, "type": "success", "meta": meta})
             return
+        binding = _Binding(req.id, req.sys, req.mod, req.index, req.name, "")
         try:
             module_id = await self.api.module_id(req.sys, req.mod, req.index)
-            binding = _Binding(req.id, req.sys, req.mod, req.index, req.name, "")
             current: str | None = None
             if module_id is not None:
                 binding.channel = f"status/{module_id}/{req.name}"
-                await self._subscribe(binding.channel)
+
+                async def forward(value: str, binding: _Binding = binding) -> None:
+                    await self.notify(binding, value)
+
+                binding.subscription = await self.api.subscriptions.subscribe(binding.channel, forward)
                 value = await self.api.redis.hget(f"status/{module_id}", req.name)
                 current = str(value) if value is not None else None
         except Exception as e:
             log.warning("websocket binding could not find system (%s)", type(e).__name__)
+            if binding.subscription is not None:
+                await self.api.subscriptions.unsubscribe(binding.subscription)
             await self.error(req.id, ErrorCode.MODULE_NOT_FOUND, f"could not find module: sys={req.sys} mod={req.mod}")
             return
         self.bindings[key] = binding
@@ -227,47 +241,10 @@ class WsSession:
 
     async def unbind(self, req: WsRequest) -> None:
         binding = self.bindings.pop((req.sys, req.mod, req.index, req.name), None)
-        still_used = binding is not None and any(b.channel == binding.channel for b in self.bindings.values())
-        if binding is not None and binding.channel and self._pubsub is not None and not still_used:
+        if binding is not None and binding.subscription is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.unsubscribe(binding.channel)
+                await self.api.subscriptions.unsubscribe(binding.subscription)
         await self.send({"id": req.id, "type": "success"})
 
     async def notify(self, binding: _Binding, value: str) -> None:
         await self.send({"id": binding.id, "type": "notify", "value": raw_json(value), "meta": binding.meta})
-
-    async def _subscribe(self, channel: str) -> None:
-        if self._pubsub is None:
-            self._pubsub = self.api.redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(channel)
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.create_task(self._listen())
-
-    async def _listen(self) -> None:
-        """Forward ``status/<mod>/<name>`` messages; after a Redis failure, resubscribe when it is back."""
-        while not self._closed.is_set():
-            try:
-                msg = await self._pubsub.get_message(timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("websocket status subscription lost (%s); retrying", type(e).__name__)
-                if await self._closed_within(1.0):
-                    return
-                await self._resubscribe()
-                continue
-            if not msg or msg.get("type") != "message":
-                continue
-            channel = str(msg.get("channel"))
-            for binding in list(self.bindings.values()):
-                if binding.channel == channel:
-                    await self.notify(binding, str(msg.get("data")))
-
-    async def _resubscribe(self) -> None:
-        channels = sorted({b.channel for b in self.bindings.values() if b.channel})
-        old, self._pubsub = self._pubsub, self.api.redis.pubsub(ignore_subscribe_messages=True)
-        with contextlib.suppress(Exception):
-            await old.aclose()
-        if channels:
-            with contextlib.suppress(Exception):
-                await self._pubsub.subscribe(*channels)
