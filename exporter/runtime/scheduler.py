@@ -19,6 +19,7 @@ from exporter import log
 from exporter.model.vocabulary import Era, Reason
 from exporter.probes import REGISTRY, probe_plan
 from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec, classify
+from exporter.probes.clients.rest_api import PlatformSigns
 from exporter.runtime.era import era_of
 from exporter.runtime.schedule import schedule
 from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult, Snapshot
@@ -32,8 +33,8 @@ STOP_RECANCEL = 0.1  # seconds between cancellations of a task that is still run
 # First runs are spread over this window so a start-up does not hit every backend at once.
 MAX_START_SPREAD = 1.0
 
-# (platform_version, the services /cluster/versions lists) or None: probes/clients/rest_api.platform_version.
-EraDetector = Callable[[ClusterConfig, aiohttp.ClientSession, float], Awaitable[tuple[str, list[str] | None] | None]]
+# What tells the era, or None: probes/clients/rest_api.platform_version.
+EraDetector = Callable[[ClusterConfig, aiohttp.ClientSession, float], Awaitable[PlatformSigns | None]]
 
 
 def new_http_session() -> aiohttp.ClientSession:
@@ -158,8 +159,8 @@ class Scheduler:
             era, source, version = Era(cluster.era), "configured", cs.platform_version
         else:
             found = await self._detect_version(cluster)
-            version, services = found if found else ("", None)
-            detected = era_of(version, services) if version else None
+            version, services, offset = found if found else ("", None, None)
+            detected = era_of(version, services, offset) if version else None
             era, source = (detected, "detected") if detected else (cluster.inferred_era(), "fallback")
         if (era, source, version) != (cs.era, cs.era_source, cs.platform_version):
             cs.set_era(era, source, version)
@@ -168,7 +169,7 @@ class Scheduler:
             )
         self._plan(cluster, cs, era)
 
-    async def _detect_version(self, cluster: ClusterConfig) -> tuple[str, list[str] | None] | None:
+    async def _detect_version(self, cluster: ClusterConfig) -> PlatformSigns | None:
         if self.detect_era is None or not cluster.api.url or self.http is None:
             return None
         try:

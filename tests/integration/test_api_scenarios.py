@@ -23,6 +23,7 @@ from support import settings_for
 
 from exporter.model.triage import Observation, diagnose
 from exporter.model.vocabulary import Reason
+from exporter.probes.clients.rest_api import platform_version
 from exporter.runtime.scheduler import Scheduler
 from exporter.runtime.snapshot import Snapshot
 
@@ -97,3 +98,14 @@ async def test_scenario(api: PlaceOSApi, scenario: ApiScenario, era: str) -> Non
     observations |= {probe: Observation(reason) for probe, reason in backends_view(scenario, era).items()}
     both = diagnose(observations)
     assert set(both.causes) == set(scenario.expected_causes_with_backends), (both.verdict(), scenario.why_modes_differ)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("era", ["A", "B", "C", "D"])
+async def test_the_era_is_detected_from_the_api(api: PlaceOSApi, era: str) -> None:
+    """era: auto reads the platform version, and tells D from C by what rest-api #445 changed."""
+    api.set(era=era, failures={}, reset_knobs=True)
+    cluster = {"era": "auto", "api": {"url": api.url, "api_key": API_KEY}}
+    snapshot = Snapshot()
+    await Scheduler(settings_for(cluster), snapshot, detect_era=platform_version).run_once()
+    assert (snapshot.clusters["default"].era, snapshot.clusters["default"].era_source) == (era, "detected")

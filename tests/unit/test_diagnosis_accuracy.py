@@ -18,6 +18,7 @@ from exporter.model.vocabulary import Reason as R
 from exporter.probes.base import classify
 from exporter.probes.clients.etcd_gateway import gateway_reason
 from exporter.probes.clients.rest_api import classify_error
+from exporter.runtime.era import era_of
 from exporter.runtime.snapshot import ClusterSnapshot, ProbeResult
 from exporter.settings import ClusterConfig
 
@@ -130,3 +131,17 @@ def test_healthy_says_how_many_probes_are_off() -> None:
     cluster.set_enabled([P.REDIS], {P.LOGIN: "not configured: needs api.url", P.ETCD: "not part of era C"})
     cluster.record(ProbeResult(P.REDIS, R.OK, "", 0.01, time.time()))
     assert cluster.diagnosis.verdict() == "Healthy: every enabled probe passes; 2 of 3 off (see /diagnose for why)"
+
+
+def test_era_d_is_told_from_what_the_cluster_shows() -> None:
+    """placeos-2026 §1: no platform release names era D (dev images say DEV); rest-api #445 (51faa1a)
+    changed the paging of list routes (next page at offset 0, not 1) and dropped search-ingest from
+    /cluster/versions."""
+    c_services = ["core", "rest-api", "search-ingest", "triggers"]
+    assert era_of("1.2303.4") is Era.A and era_of("2.2310.0") is Era.B
+    assert era_of("2.2410.0", c_services, next_offset=1) is Era.C
+    assert era_of("2.2410.0", c_services[:2], next_offset=0) is Era.D
+    assert era_of("DEV", ["core", "rest-api"], next_offset=0) is Era.D
+    assert era_of("DEV", ["core", "rest-api"]) is Era.D  # no system to page: the version list decides
+    assert era_of("DEV", c_services) is None and era_of("DEV") is None  # nothing tells: the fallback era
+    assert era_of("2.2410.0", ["core", "rest-api"], next_offset=1) is Era.C  # search-ingest merely down

@@ -171,11 +171,13 @@ def module_parts(slug: str) -> tuple[str, int]:
     return slug, 1
 
 
-async def platform_version(
-    cluster: ClusterConfig, http: aiohttp.ClientSession, seconds: float
-) -> tuple[str, list[str] | None] | None:
-    """(``platform_version`` from /api/engine/v2/version, the services ``/cluster/versions`` lists or
-    None), or None if the API cannot tell (internals §5.1; era D: runtime/era.py)."""
+PlatformSigns = tuple[str, list[str] | None, int | None]  # platform_version, /cluster/versions, next offset
+
+
+async def platform_version(cluster: ClusterConfig, http: aiohttp.ClientSession, seconds: float) -> PlatformSigns | None:
+    """What tells the era (runtime/era.py): ``platform_version`` (/version, internals §5.1), the services
+    /cluster/versions lists, and the offset /systems?limit=0 links its next page at; None if the API
+    cannot tell."""
     ctx = ProbeContext(cluster, cluster.inferred_era(), seconds,
                        asyncio.get_running_loop().time() + seconds, http)  # fmt: skip
     status, body, _ = await api_get(ctx, f"{ENGINE}/version")
@@ -185,7 +187,12 @@ async def platform_version(
     services = None
     if status == 200 and isinstance(listed, list):
         services = [str(v["service"]) for v in listed if isinstance(v, dict) and v.get("service")]
-    return str(body["platform_version"]), services
+    status, _, headers = await api_get(ctx, f"{ENGINE}/systems?limit=0")
+    offset = _NEXT_OFFSET.search(headers.get("Link", "")) if status == 200 else None
+    return str(body["platform_version"]), services, int(offset[1]) if offset else None
+
+
+_NEXT_OFFSET = re.compile(r"[?&]offset=(\d+)[^>]*>\s*;\s*rel=\"?next")
 
 
 # --- what the user-path probes need configured (their specs' ``enabled_by``) ------------------------
