@@ -241,6 +241,11 @@ class ApiSettings(TLSSettings):
     )
     args: list[Any] = Field(default_factory=list, description="positional arguments of the function (JSON)")
     status_key: str = Field("connected", description="status the websocket probe binds to")
+    changing_status: str | None = Field(
+        None,
+        description="a status of api.module that changes every few seconds (a clock, a heartbeat): the "
+        "status_delivery probe proves its changes reach a subscriber; off without it",
+    )
 
     @field_validator("args", mode="before")
     @classmethod

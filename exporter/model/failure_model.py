@@ -574,6 +574,17 @@ SYMPTOMS: tuple[Symptom, ...] = (
     )),
     # Edge health never fails (an absent capability passes); a failure here is the API's own trouble.
     Symptom(P.EDGES, CORES, (AFTER_LOGIN, Rule(ANY, (ExplainedBy("api"), *BEHIND_THE_API, Blame("unknown"))))),
+    Symptom(P.STATUS_DELIVERY, EXECUTE, (
+        AFTER_LOGIN,
+        Rule(CREDENTIALS, (Blame("exporter_config"),)),
+        # No change delivered while Redis reads work: the subscriptions are lost (placeos-2026 §2), unless
+        # the driver behind the status stopped (the drivers probe) or Redis itself is down.
+        Rule(frozenset({Reason.TIMEOUT}), (ExplainedBy("redis"), ExplainedBy("driver"), ExplainedBy("core"),
+                                           ExplainedBy("modules_not_loaded"), ExplainedBy("api_backend"),
+                                           Blame("redis_pubsub", Passing((P.MODULE_FUNCTIONS,))))),
+        Rule(ANY, (ExplainedBy("redis"), ExplainedBy("core"), ExplainedBy("api"), ExplainedBy("driver"),
+                   ExplainedBy("exporter_config"), *BEHIND_THE_API, Blame("unknown"))),
+    ), SymptomAlert("PlaceOSStatusUpdatesFailing", "Status updates do not reach Backoffice")),
     Symptom(P.SEARCH_INDEX_LAG, LISTING, (
         # Counted, and behind without catching up: search-ingest has stalled (design §3).
         Rule(frozenset({Reason.UNHEALTHY}), (Blame("search_ingest"),)),

@@ -115,7 +115,7 @@ class Diagnosis:
         keeps = [COMPONENTS[c].unaffected for c in sorted(self.failed_components) if COMPONENTS[c].unaffected]
         if keeps and len(self.failed_components) == 1:
             text += f". {keeps[0]}"
-        if self.still_working and self.failed_components:
+        if self.still_working and self.impacts:  # something is broken for users: say what still works
             text += f". Still working: {', '.join(self.still_working)}"
         return text
 

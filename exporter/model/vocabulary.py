@@ -30,6 +30,7 @@ class ProbeName(StrEnum):
     SEARCH_INDEX_LAG = "search_index_lag"  # beyond design §4's list: search-ingest stalls (design §3)
     BUILD_SERVICE = "build_service"  # placeos-2026 §2: drivers cannot compile
     EDGES = "edges"  # placeos-2026 §2: remote cores, an optional capability
+    STATUS_DELIVERY = "status_delivery"  # placeos-2026 §2: Redis up, pub/sub deliveries lost
 
 
 class Era(StrEnum):

@@ -25,6 +25,7 @@ from exporter.probes import (
     redis,
     rethinkdb,
     search_index_lag,
+    status_delivery,
     systems_list,
     triggers_health,
     websocket,
@@ -50,6 +51,7 @@ REGISTRY: tuple[ProbeSpec, ...] = (
     search_index_lag.SPEC,
     build_service.SPEC,
     edges.SPEC,
+    status_delivery.SPEC,
 )
 
 

@@ -10,80 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-import aiohttp
 
 from exporter.model.vocabulary import ProbeName, Reason
-from exporter.probes.base import Outcome, ProbeContext, ProbeFailure, ProbeSpec
-from exporter.probes.clients.bounded import MAX_BODY_BYTES, close_within, http_status_reason
-from exporter.probes.clients.rest_api import (
-    ENGINE,
-    base_url,
-    classify_error,
-    credential_headers,
-    module_configured,
-    module_parts,
-    request_headers,
-    tls,
-)
-from exporter.settings import ClusterConfig
-
-# error_code -> reason (internals §5.4: 0 parse_error ... 7 unexpected_failure).
-ERROR_CODES: dict[int, Reason] = {
-    0: Reason.PROTOCOL_ERROR,
-    1: Reason.NOT_FOUND,  # bad_request: the function does not exist
-    2: Reason.ACCESS_DENIED,
-    3: Reason.DRIVER_ERROR,  # request_failed: the driver raised
-    4: Reason.PROTOCOL_ERROR,
-    5: Reason.NOT_FOUND,
-    6: Reason.NOT_FOUND,
-}
-
-
-def ws_url(http_url: str) -> str:
-    parts = urlsplit(http_url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, f"{parts.path.rstrip('/')}{ENGINE}/systems/control", "", ""))
-
-
-def error_reason(message: dict[str, Any], cluster: ClusterConfig | None = None) -> Reason:
-    code = message.get("error_code")
-    if isinstance(code, int) and code in ERROR_CODES:
-        return ERROR_CODES[code]
-    status = message.get("code")
-    return classify_error(status if isinstance(status, int) else 500, {"message": message.get("msg", "")}, cluster)
-
-
-async def receive(
-    ws: aiohttp.ClientWebSocketResponse, want_id: int | None, kinds: set[str], cluster: ClusterConfig | None = None
-) -> dict[str, Any]:
-    """The next JSON message with this id and one of these types; an error reply fails the probe."""
-    while True:
-        msg = await ws.receive()
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            if msg.data == "pong":
-                if "pong" in kinds:
-                    return {"type": "pong"}
-                continue
-            try:
-                data = json.loads(msg.data)
-            except ValueError:
-                raise ProbeFailure(Reason.PROTOCOL_ERROR, "websocket: a message that is not JSON") from None
-            if not isinstance(data, dict) or data.get("id") != want_id:
-                continue  # e.g. notifies of an earlier bind
-            if data.get("type") == "error":
-                raise ProbeFailure(
-                    error_reason(data, cluster),
-                    f"websocket: error_code {data.get('error_code')} {data.get('msg', '')}"[:300],
-                )
-            if data.get("type") in kinds:
-                return data
-        elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
-            raise ProbeFailure(Reason.PROTOCOL_ERROR, "websocket: closed by the server")
-        elif msg.type is aiohttp.WSMsgType.ERROR:
-            raise ProbeFailure(Reason.PROTOCOL_ERROR, "websocket: transport error")
+from exporter.probes.base import Outcome, ProbeContext, ProbeSpec
+from exporter.probes.clients.bounded import close_within
+from exporter.probes.clients.control import bind, connect, receive
+from exporter.probes.clients.rest_api import module_configured, module_parts
 
 
 @dataclass(frozen=True)
@@ -94,23 +26,10 @@ class WebSocketFacts:
 async def run(ctx: ProbeContext) -> Outcome:
     settings = ctx.cluster.api
     name, index = module_parts(settings.module or "")
-    headers = request_headers(settings) | await credential_headers(ctx)
-    url = ws_url(base_url(settings))
-    try:
-        ws = await ctx.http.ws_connect(
-            url, headers=headers, ssl=tls(settings, url), max_msg_size=MAX_BODY_BYTES, autoping=True,
-            timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
-        )  # fmt: skip
-    except aiohttp.WSServerHandshakeError as exc:
-        reason = Reason.AUTH_FAILED if exc.status == 401 else http_status_reason(exc.status)
-        raise ProbeFailure(reason, f"websocket upgrade: HTTP {exc.status}") from None
+    ws = await connect(ctx)
     steps = ["bind"]
     try:
-        bind = {"id": 1, "cmd": "bind", "sys": settings.system_id, "mod": name, "index": index,
-                "name": settings.status_key}  # fmt: skip
-        await ws.send_str(json.dumps(bind))
-        await receive(ws, 1, {"success"}, ctx.cluster)
-        await receive(ws, 1, {"notify"}, ctx.cluster)
+        await bind(ws, ctx, settings.status_key)
         steps.append("notify")
         if settings.function:
             exec_ = {"id": 2, "cmd": "exec", "sys": settings.system_id, "mod": name, "index": index,

@@ -12,6 +12,7 @@ test_backend_faults.py. The table says where the two modes differ and why.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -109,3 +110,40 @@ async def test_the_era_is_detected_from_the_api(api: PlaceOSApi, era: str) -> No
     snapshot = Snapshot()
     await Scheduler(settings_for(cluster), snapshot, detect_era=platform_version).run_once()
     assert (snapshot.clusters["default"].era, snapshot.clusters["default"].era_source) == (era, "detected")
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("broken", [False, True], ids=["delivered", "pubsub-broken"])
+async def test_status_changes_reach_a_subscriber_or_the_loss_is_named(api: PlaceOSApi, broken: bool) -> None:
+    """placeos-2026 §2: Redis answers PING while status updates stop reaching WebSocket clients. A driver
+    updates a status on a schedule (here: the double's publish_status every 0.1 s)."""
+    api.set(era="D", failures={"redis_pubsub_broken": True} if broken else {}, reset_knobs=True)
+    cluster = {
+        "era": "D",
+        "api": {"url": api.url, "api_key": API_KEY, "system_id": SYSTEM_ID, "module": MODULE_SLUG,
+                "function": FUNCTION, "changing_status": "heartbeat"},
+        "probes": {name: {"timeout": 1.5} for name in ("execute", "websocket", "drivers", "status_delivery")},
+    }  # fmt: skip
+
+    async def heartbeat() -> None:
+        beat = 0
+        while True:
+            beat += 1
+            api.publish_status("heartbeat", beat)
+            await asyncio.sleep(0.1)
+
+    ticking = asyncio.ensure_future(heartbeat())
+    try:
+        snapshot = Snapshot()
+        await Scheduler(settings_for(cluster, interval=10.0, timeout=1.5), snapshot).run_once()
+    finally:
+        ticking.cancel()
+    state = snapshot.clusters["default"]
+    delivery = state.probes["status_delivery"]
+    if broken:
+        assert delivery.reason is Reason.TIMEOUT
+        assert set(state.diagnosis.causes) == {"redis_pubsub"}, state.diagnosis.verdict()
+        assert "executing functions" in state.diagnosis.verdict()  # executes still work
+    else:
+        assert delivery.reason is Reason.OK, delivery.last
+        assert set(state.diagnosis.causes) == {"none"}
