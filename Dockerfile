@@ -46,7 +46,8 @@ LABEL org.opencontainers.image.title="placeos-exporter" \
 ENV PATH=/opt/placeos-exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PYTHONFAULTHANDLER=1
+    PYTHONFAULTHANDLER=1 \
+    PLACEOS_EXPORTER_REVISION="${REVISION}"
 # Same path as in the build stage: the venv's scripts and its python symlink are absolute.
 COPY --from=build /opt/placeos-exporter /opt/placeos-exporter
 USER 65532:65532

@@ -31,23 +31,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, help="YAML file: clusters and per-probe tuning")
-        p.add_argument("--log-format", choices=["plain", "json"], help="log line format")
-        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
+        # Prometheus exporters' flag names; the earlier ones stay as deprecated aliases (DEPRECATED).
+        p.add_argument("--config.file", "--config", dest="config", type=Path, help="YAML file: clusters and tuning")
+        p.add_argument("--log.format", "--log-format", dest="log_format", choices=["plain", "json"],
+                       help="log line format")  # fmt: skip
+        p.add_argument("--log.level", "--log-level", dest="log_level", choices=["debug", "info", "warning", "error"],
+                       help="log level")  # fmt: skip
 
     serve = sub.add_parser("serve", help="probe in the background and serve /metrics (default)")
     common(serve)
-    serve.add_argument("--listen-address", help="host:port to listen on")
+    serve.add_argument("--web.listen-address", "--listen-address", dest="listen_address", help="host:port to listen on")
     serve.add_argument("--web.config.file", dest="web_config_file", type=Path, help="exporter-toolkit web config")
+    serve.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                       help="accept POST /-/reload (SIGHUP always reloads), as Prometheus does")  # fmt: skip
     check = sub.add_parser("check", help="run every enabled probe once and print the troubleshooting report")
     common(check)
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check_config = sub.add_parser("check-config", help="print the configuration as read, secrets masked")
     common(check_config)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    given = list(argv if argv is not None else sys.argv[1:])
+    if given and given[0].startswith("-") and given[0] not in ("-h", "--help", "--version"):
+        given = ["serve", *given]  # `placeos-exporter --config.file f.yaml` serves
+    args = parser.parse_args(given or ["serve"])
+    for old, new in DEPRECATED.items():
+        if any(a == old or a.startswith(f"{old}=") for a in given):
+            print(f"placeos-exporter: warning: {old} is deprecated, use {new}", file=sys.stderr)
     return args
+
+
+DEPRECATED = {
+    "--config": "--config.file",
+    "--log-format": "--log.format",
+    "--log-level": "--log.level",
+    "--listen-address": "--web.listen-address",
+}
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return asyncio.run(check(settings, as_json=args.json))
     try:
-        asyncio.run(serve(settings, args.config, overrides(args)))
+        asyncio.run(serve(settings, args.config, overrides(args), lifecycle=args.enable_lifecycle))
     except KeyboardInterrupt:
         pass
     except (ListenError, ConfigError) as exc:

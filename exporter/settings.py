@@ -241,6 +241,9 @@ class ApiSettings(TLSSettings):
     )
     args: list[Any] = Field(default_factory=list, description="positional arguments of the function (JSON)")
     status_key: str = Field("connected", description="status the websocket probe binds to")
+    crash_hold_seconds: float = Field(
+        600.0, ge=0, description="a driver crash (a launch count that rose) stays a failure this long"
+    )
     changing_status: str | None = Field(
         None,
         description="a status of api.module that changes every few seconds (a clock, a heartbeat): the "
@@ -323,7 +326,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     listen_address: str = Field("0.0.0.0:9864", description="host:port the HTTP server listens on")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port with a port from 0 to 65535")
+        return value
+
     log_format: Literal["plain", "json"] = Field("plain", description="log line format")
+    revision: str = Field("unknown", description="source revision built into the image (the Dockerfile sets it)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     web_config_file: Path | None = Field(
         None, description="exporter-toolkit web config (TLS, basic auth) for the HTTP server"

@@ -6,6 +6,9 @@ Sources: ``/work/shared/reference/placeos-internals.md`` ("internals"), ``troubl
 ``place-labs/redis_service_manager``, ``stefanwille/crystal-redis``, ``spider-gazelle/action-controller``); each
 such place cites repo, path and commit. Nothing here comes from this project's ``exporter/`` or ``sandbox/``.
 
+Its seed data and wire constants are in ``placeos_api_wire.py``, its cluster and WebSocket routes in
+``placeos_api_cluster.py`` and ``placeos_api_socket.py`` (mixins).
+
 What it serves (one aiohttp server on 127.0.0.1, port 0, ``url`` attribute):
 
 * rest-api at ``/api/engine/v2`` (internals §5): the health route (§5.1), ``/version``, ``/cluster/versions``,
@@ -99,205 +102,63 @@ readings).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 import secrets
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
-
-ERAS: tuple[str, ...] = ("A", "B", "C", "D")
-_ALL = ERAS
-_AB = ("A", "B")
-_ABC = ("A", "B", "C")
-
-API_BASE = "/api/engine/v2"
-SYSTEM_ID = "sys-1"
-SYSTEM_NAME = "Meeting Room 1"
-ZONE_ID = "zone-1"
-MODULE_ID = "mod-1"
-MODULE_NAME = "Display"
-MODULE_INDEX = 1
-MODULE_SLUG = f"{MODULE_NAME}_{MODULE_INDEX}"
-FUNCTION = "power_state"  # idempotent getter: returns the "power" status
-STATUS = "connected"
-OTHER_MODULE_ID = "mod-2"  # Lighting, in no system
-USER_ID = "user-1"
-USER_NAME = "Support"
-USER_EMAIL = "support@place.tech"
-USER_PASSWORD = "development"
-API_KEY_ID = "keys-7Hq2Lr"
-API_KEY = f"{API_KEY_ID}.probe-secret-5fd3a0c1"
-OAUTH_CLIENT_ID = "2b5e6e0b5c9d4f7aa1c3e8f0d4b6a9c2"
-OAUTH_CLIENT_SECRET = "client-secret-9d1f"
-CORE_ID = "01J0CQ5Z8R3W7N4T6V2X9KMB1P"  # a ULID: node_hash key in every era (hound-dog, redis_service_manager)
-CORE_HOST = "core"
-CORE_PORT = 3000
-CORE_URI = f"http://{CORE_HOST}:{CORE_PORT}"
-REDIS_HOSTPORT = "redis:6379"  # partner-environment REDIS_URL=redis://redis:6379 (internals §8)
-ETCD_HOSTPORT = "etcd:2379"  # partner-environment ETCD_HOST=etcd, ETCD_PORT=2379 (internals §8)
-BUILD_HOSTPORT = "build.placeos.run:443"  # core's default BUILD_URL https://build.placeos.run (internals §11.3)
-DRIVER_COMMIT = "4f9a1c2"
-
-PLATFORM_VERSIONS: Mapping[str, str] = {"A": "1.2303.4", "B": "2.2310.0", "C": "2.2410.0", "D": "2.2410.0"}
-# rest-api commits read for each era (internals header and §11 table); rest-api shard version is 2.0.0 in all.
-REST_API_COMMITS: Mapping[str, str] = {"A": "76bed72", "B": "d5171ac", "C": "afea979", "D": "ee8db8e"}
-
-# failure switch -> (eras it exists in, parameters with defaults)
-FAILURES: Mapping[str, tuple[tuple[str, ...], Mapping[str, Any]]] = {
-    "api_down": (_ALL, {"status": 502}),
-    "database_down": (_ALL, {}),
-    "redis_down": (_ALL, {}),
-    "redis_pubsub_broken": (_ALL, {}),
-    "etcd_down": (_AB, {"discovery": "fresh", "style": "crystal"}),
-    "api_etcd_unreachable": (_AB, {"discovery": "fresh", "style": "crystal"}),
-    "elasticsearch_down": (_ABC, {}),
-    "core_down": (_ALL, {}),
-    "core_stale": (_ALL, {"error": "refused"}),
-    "driver_raises": (_ALL, {"error": "display did not respond (PlaceOS::Driver::Error)", "response_code": 500}),
-    "driver_crashloop": (_ALL, {}),
-    "driver_compile_failed": (_ALL, {}),
-    "driver_never_compiled": (_ALL, {}),
-    "module_not_loaded": (_ALL, {}),
-    "key_unknown": (_ALL, {}),
-    "key_forbidden": (_ALL, {}),
-    "system_not_found": (_ALL, {}),
-    "module_not_found": (_ALL, {}),
-    "build_service_unreachable": (("D",), {}),
-}
-
-_KNOBS = {
-    "core_retry_delay": 0.0,
-    "proxy_delay": 0.0,
-    "health_delay": 0.0,
-    "subscribe_ack_timeout": 2.0,  # driver 673a7c08 subscriptions.cr SUBSCRIBE_ACK_TIMEOUT = 2.seconds
-    "ws_pong_interval": 80.0,  # rest-api websocket/manager.cr ping_sockets: sleep 80
-    "sg_env": "production",
-    "platform_version": None,
-    "authority_domain": None,  # None: any Host is the authority's domain
-}
-
-# RemoteDriver::ErrorCode (driver proxy/remote_driver.cr); ``to_s`` is underscore, rest-api swaps "_" for " ".
-ERROR_CODES: Mapping[str, int] = {
-    "parse_error": 0,
-    "bad_request": 1,
-    "access_denied": 2,
-    "request_failed": 3,
-    "unknown_command": 4,
-    "system_not_found": 5,
-    "module_not_found": 6,
-    "unexpected_failure": 7,
-}
-# rest-api utilities/responders.cr handle_execute_error
-_STATUS_FOR_CODE = {
-    "module_not_found": 404,
-    "system_not_found": 404,
-    "parse_error": 400,
-    "bad_request": 400,
-    "unknown_command": 400,
-    "access_denied": 401,
-}
-
-_NGINX_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
-
-_INTERFACE: Mapping[str, Mapping[str, Any]] = {
-    "power": {"state": {"type": "boolean"}},
-    "power_state": {},
-    "reboot": {},
-}
-_SECURITY: Mapping[str, list[str]] = {"administrator": ["reboot"]}
-
-_CRYSTAL_BACKTRACE = ["src/placeos-rest-api/controllers/systems.cr:423:7 in 'execute'", "src/app.cr:1:1 in 'main'"]
+from aiohttp import web
+from placeos_api_cluster import ClusterRoutes
+from placeos_api_socket import ControlSocket
+from placeos_api_wire import (
+    _AB,
+    _ABC,
+    _CRYSTAL_BACKTRACE,
+    _INTERFACE,
+    _KNOBS,
+    _NGINX_REASONS,
+    _SECURITY,
+    _STATUS_FOR_CODE,
+    API_BASE,
+    API_KEY,
+    CORE_HOST,
+    CORE_PORT,
+    DRIVER_COMMIT,
+    ERAS,
+    ETCD_HOSTPORT,
+    FAILURES,
+    MODULE_ID,
+    MODULE_INDEX,
+    MODULE_NAME,
+    OAUTH_CLIENT_ID,
+    OAUTH_CLIENT_SECRET,
+    OTHER_MODULE_ID,
+    PLATFORM_VERSIONS,
+    REDIS_HOSTPORT,
+    REST_API_COMMITS,
+    SYSTEM_ID,
+    SYSTEM_NAME,
+    USER_EMAIL,
+    USER_ID,
+    USER_NAME,
+    USER_PASSWORD,
+    ZONE_ID,
+    _b64url,
+    _dumps,
+    _json,
+    _Outcome,
+    _Principal,
+    _Reply,
+    _Session,
+    _Unhandled,
+    get_parts,
+)
 
 
-def _dumps(value: Any) -> str:
-    """Compact JSON, as Crystal's ``to_json`` writes it."""
-    return json.dumps(value, separators=(",", ":"))
-
-
-class _Reply(Exception):
-    """Short-circuits a handler with a finished response (a before_action that rendered)."""
-
-    def __init__(self, response: web.StreamResponse) -> None:
-        super().__init__()
-        self.response = response
-
-
-class _Unhandled(Exception):
-    """An exception PlaceOS leaves to ActionController::ErrorHandler (internals §5.1)."""
-
-
-@dataclass
-class _Principal:
-    user_id: str
-    scopes: list[str]
-    permissions: int  # UserJWT::Permissions: 0 user, 1 support, 2 admin, 3 admin+support
-    domain: str
-
-    @property
-    def admin(self) -> bool:
-        return self.permissions >= 2
-
-    @property
-    def support(self) -> bool:
-        return self.permissions >= 1
-
-    def can(self, resources: list[str], access: str) -> bool:
-        # rest-api utilities/scopes.cr: public, or any of the resources with the access ("systems" = full)
-        if "public" in self.scopes:
-            return True
-        return any(s == r or s == f"{r}.{access}" for r in resources for s in self.scopes)
-
-
-@dataclass
-class _Outcome:
-    """What RemoteDriver#exec gave: a result, a RemoteDriver::Error, or another exception."""
-
-    kind: str  # "ok" | "rd_error" | "generic"
-    value: str = "null"
-    code: int = 200  # ok: the driver's Response-Code; rd_error: RemoteDriver::Error#response_code (default 500)
-    error: str = ""
-    message: str = ""
-    backtrace: list[str] | None = None
-
-
-@dataclass(eq=False)
-class _Session:
-    ws: web.WebSocketResponse
-    principal: _Principal
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    bindings: dict[str, tuple[int, str, str, int, str]] = field(default_factory=dict)
-
-    async def send(self, data: str) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                await self.ws.send_str(data)
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=_dumps(body), content_type="application/json", headers=headers)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def get_parts(slug: str) -> tuple[str, int]:
-    """driver proxy/remote_driver.cr ``get_parts``: split on the last ``_`` when the suffix is an integer."""
-    name, sep, index = slug.rpartition("_")
-    if not sep:
-        return slug, 1
-    if re.fullmatch(r"\s*[+-]?\d+\s*", index):
-        return name, int(index)
-    return slug, 1
-
-
-class PlaceOSApi:
+class PlaceOSApi(ClusterRoutes, ControlSocket):
     """The PlaceOS HTTP API double. ``async with PlaceOSApi(era="C") as api: api.url``; ``api.set(...)``."""
 
     def __init__(self, era: str = "C", failures: Mapping[str, Any] | None = None, **knobs: Any) -> None:
@@ -822,149 +683,6 @@ class PlaceOSApi:
             return _Outcome("ok", value=self._status[MODULE_ID].get("power", "null"))
         return _Outcome("ok", value="null")
 
-    # ------------------------------------------------------------------ cluster (internals §11.1)
-
-    def _cluster_guard(self, p: _Principal) -> None:
-        if not p.admin:  # check_admin before can_read
-            raise self._forbidden()
-        self._require(p, ["cluster"], "read")
-        etcd = self._etcd_fresh_failure()
-        if etcd:
-            raise _Unhandled(etcd)
-        if self.era in ("C", "D") and self._on("redis_down"):  # node_hash is HGETALL {service_core}_lookup
-            raise _Unhandled(self.redis_error())
-
-    def _loaded(self) -> dict[str, list[str]]:
-        """core GET /api/core/v1/status/loaded ``local``: driver key -> module ids."""
-        loaded: dict[str, list[str]] = {}
-        if not (self._on("driver_never_compiled") or self._on("module_not_loaded")):
-            loaded[self._driver_key("display", "driver-1")] = [] if self._on("driver_crashloop") else [MODULE_ID]
-        if not self._on("driver_compile_failed"):
-            loaded[self._driver_key("lighting", "driver-2")] = [OTHER_MODULE_ID]
-        return loaded
-
-    def _core_status(self) -> dict[str, Any]:
-        unavailable = []
-        compiled = []
-        for name, slug, driver_id, broken in (
-            ("Display", "display", "driver-1", self._on("driver_never_compiled")),
-            ("Lighting", "lighting", "driver-2", self._on("driver_compile_failed")),
-        ):
-            if broken:
-                unavailable.append(
-                    {
-                        "name": name,
-                        "reason": f"failed to compile {name} from drivers: drivers/place/{slug}.cr:12:5\n\n"
-                        "Error: undefined constant Foo",
-                    }
-                )
-            else:
-                compiled.append(self._driver_key(slug, driver_id))
-        loaded = self._loaded()
-        return {
-            "available_repositories": ["drivers"] if self.era in _AB else [],
-            "unavailable_repositories": [],
-            "compiled_drivers": compiled,
-            "unavailable_drivers": unavailable,
-            "run_count": {
-                "local": {"drivers": len(loaded), "modules": sum(max(len(m), 1) for m in loaded.values())},
-                "edge": {},
-            },
-        }
-
-    @staticmethod
-    def _load() -> dict[str, Any]:
-        local = {
-            "hostname": CORE_HOST,
-            "cpu_count": 2,
-            "core_cpu": 1.5,
-            "total_cpu": 12.0,
-            "memory_total": 4_000_000,
-            "memory_usage": 1_200_000,
-            "core_memory": 150_000,
-        }
-        return {"local": local, "edge": {}}
-
-    async def _cluster(self, request: web.Request) -> web.Response:
-        """GET /cluster?include_status=: one entry per core in discovery; failing cores silently dropped."""
-        p = self._authorize(request)
-        self._cluster_guard(p)
-        raw = request.query.get("include_status", "false")
-        if raw not in ("true", "false"):
-            return _json(400, {"error": "invalid parameter", "parameter": "include_status", "restriction": "Bool"})
-        include_status = raw == "true"
-        if self._on("core_down"):
-            return _json(200, [])
-        if not include_status and self.era != "D":
-            return _json(200, [{"id": CORE_ID, "uri": CORE_URI}])
-        if self._on("core_stale"):
-            await asyncio.sleep(float(self.knobs["core_retry_delay"]))
-            return _json(200, [])
-        entry: dict[str, Any] = {"id": CORE_ID, "uri": CORE_URI, "load": self._load()}
-        if include_status:
-            entry["status"] = self._core_status()
-        return _json(200, [entry])
-
-    async def _cluster_core(self, request: web.Request) -> web.Response:
-        p = self._authorize(request)
-        self._cluster_guard(p)
-        core_id = request.match_info["core_id"]
-        include_status = request.query.get("include_status", "false") == "true"
-        if self._on("core_down") or core_id != CORE_ID:
-            return _json(404, {"error": f"core not registered: {core_id}"})
-        if self._on("core_stale"):
-            await asyncio.sleep(float(self.knobs["core_retry_delay"]))
-            raise _Unhandled(f"Error connecting to '{CORE_HOST}:{CORE_PORT}': Connection refused")
-        entries = []
-        for key, modules in self._loaded().items():
-            local: dict[str, Any] = {"modules": modules}
-            if include_status:
-                local["status"] = self._driver_status(key)
-            entries.append({"driver": key, "local": local, "edge": {}})
-        return _json(200, entries)
-
-    def _driver_status(self, key: str) -> dict[str, Any]:
-        """core GET /status/driver?path=<key> ``local`` (core-client DriverStatus::Metadata)."""
-        if "display" in key and self._on("driver_crashloop"):
-            self._launch_count += 1  # relaunched immediately after every exit (§11.2)
-            return {
-                "running": False,
-                "module_instances": 1,
-                "last_exit_code": 1,
-                "launch_count": self._launch_count,
-                "launch_time": int(time.time()),
-            }
-        return {
-            "running": True,
-            "module_instances": 1,
-            "last_exit_code": 0,
-            "launch_count": 1,
-            "launch_time": self._launch_time,
-            "percentage_cpu": 0.2,
-            "memory_total": 4_000_000,
-            "memory_usage": 20_000,
-        }
-
-    async def _build_monitor(self, request: web.Request) -> web.Response:
-        """GET /build/monitor (rest-api cd3ae1f, 2025-09; era D here). Absent (404) before."""
-        if self.era != "D":
-            return web.Response(status=404, text="404: Not Found")
-        self._authorize(request)
-        if self._on("build_service_unreachable"):
-            text = f"Call to Build service endpoint failed with error  Error connecting to '{BUILD_HOSTPORT}': "
-            return web.Response(status=500, text=text + "Connection refused", content_type="text/plain")
-        return _json(200, [])
-
-    async def _edges_health(self, request: web.Request) -> web.Response:
-        """GET /edges/health (rest-api #417, era D): per-core errors are swallowed, so ``{}`` when the core lacks
-        the PPT-11 routes (rest-api ee8db8e edges.cr collect_edges_health). Absent (404) before."""
-        if self.era != "D":
-            return web.Response(status=404, text="404: Not Found")
-        p = self._authorize(request)
-        if not p.support:
-            raise self._forbidden()
-        return _json(200, {})
-
     # ------------------------------------------------------------------ auth service (§5.2)
 
     async def _oauth_token(self, request: web.Request) -> web.Response:
@@ -1021,143 +739,3 @@ class PlaceOSApi:
             "created_at": now,
         }
         return _json(200, body)
-
-    # ------------------------------------------------------------------ WebSocket (internals §5.4)
-
-    @staticmethod
-    def _meta(sys_id: str, mod: str, index: int, name: str) -> dict[str, Any]:
-        return {"sys": sys_id, "mod": mod, "index": index, "name": name}
-
-    def _notify(self, bind_id: int, sys_id: str, mod: str, index: int, name: str, raw: str) -> str:
-        meta = _dumps(self._meta(sys_id, mod, index, name))
-        return f'{{"id":{bind_id},"type":"notify","value":{raw},"meta":{meta}}}'
-
-    @staticmethod
-    def _error(req_id: int, code: str, msg: str, response_code: int = 500) -> str:
-        return _dumps(
-            {"id": req_id, "type": "error", "error_code": ERROR_CODES[code], "msg": msg, "code": response_code}
-        )
-
-    @staticmethod
-    def _parse(data: str) -> dict[str, Any] | None:
-        """``JSON::Serializable::Strict`` Request: unknown keys, wrong types -> None (no reply is sent)."""
-        try:
-            req = json.loads(data)
-        except ValueError:
-            return None
-        if not isinstance(req, dict) or not set(req) <= {"id", "cmd", "sys", "mod", "index", "name", "args"}:
-            return None
-        if not all(k in req for k in ("id", "cmd", "sys", "mod", "name")):
-            return None
-        if not isinstance(req["id"], int) or isinstance(req["id"], bool):
-            return None
-        if not (isinstance(req["cmd"], str) and req["cmd"].replace("_", "").lower() in _COMMANDS):
-            return None
-        if not all(isinstance(req[k], str) for k in ("sys", "mod", "name")):
-            return None
-        index = req.get("index", 1)
-        if not isinstance(index, int) or isinstance(index, bool):
-            return None
-        args = req.get("args")
-        if args is not None and not isinstance(args, list):
-            return None
-        req["cmd"] = req["cmd"].replace("_", "").lower()
-        req["index"] = index
-        return req
-
-    async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        p = self._authorize(request)
-        self._require(p, ["systems", "control"], "write")
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return web.Response(
-                status=426, text="This service requires use of the WebSocket protocol", content_type="text/plain"
-            )
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        if self._etcd_fresh_failure():
-            # Systems.session_manager cannot be built: the exception ends the upgraded connection (no close frame)
-            if request.transport is not None:
-                request.transport.abort()
-            return ws
-        session = _Session(ws, p)
-        self._sessions.add(session)
-        pinger = asyncio.ensure_future(self._pong_loop(session))
-        tasks: set[asyncio.Future[None]] = set()
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                if msg.data == "ping":
-                    await session.send("pong")
-                    continue
-                req = self._parse(msg.data)
-                if req is None:
-                    continue
-                task = asyncio.ensure_future(self._handle(session, req))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        finally:
-            pinger.cancel()
-            for task in tasks:
-                task.cancel()
-            self._sessions.discard(session)
-        return ws
-
-    async def _pong_loop(self, session: _Session) -> None:
-        while not session.ws.closed:
-            await asyncio.sleep(float(self.knobs["ws_pong_interval"]))
-            await session.send("pong")
-
-    async def _handle(self, session: _Session, req: dict[str, Any]) -> None:
-        req_id, cmd, sys_id, mod, index, name = (req[k] for k in ("id", "cmd", "sys", "mod", "index", "name"))
-        if cmd == "bind":
-            await self._bind(session, req_id, sys_id, mod, index, name)
-        elif cmd == "exec":
-            out = await self._exec(session.principal, sys_id, mod, index, name, req.get("args") or [])
-            if out.kind == "ok":
-                reply = {
-                    "id": req_id,
-                    "type": "success",
-                    "meta": self._meta(sys_id, mod, index, name),
-                    "value": "__RAW__",
-                    "code": out.code,
-                }
-                await session.send(_dumps(reply).replace('"__RAW__"', out.value))
-            elif out.kind == "generic":  # session.cr exec: rescue e -> unexpected_failure
-                await session.send(self._error(req_id, "unexpected_failure", "failed to execute request"))
-            else:
-                await session.send(self._error(req_id, out.error, out.message, out.code))
-        elif cmd == "unbind":
-            session.bindings.pop(f"{sys_id}_{mod}_{index}_{name}", None)
-            await session.send(_dumps({"id": req_id, "type": "success"}))
-        else:  # debug / ignore: not modelled beyond the acknowledgement
-            await session.send(_dumps({"id": req_id, "type": "success"}))
-
-    async def _bind(self, session: _Session, req_id: int, sys_id: str, mod: str, index: int, name: str) -> None:
-        """session.cr ``bind`` / ``create_binding`` with driver subscriptions.cr ``perform_subscribe``."""
-        if self._on("redis_down"):  # the module-id lookup raises inside create_binding
-            await session.send(
-                self._error(req_id, "module_not_found", f"could not find module: sys={sys_id} mod={mod}")
-            )
-            return
-        if mod.startswith("_") and not session.principal.support:
-            await session.send(self._error(req_id, "access_denied", "attempted to access protected module"))
-            return
-        key = f"{sys_id}_{mod}_{index}_{name}"
-        session.bindings[key] = (req_id, sys_id, mod, index, name)
-        module_id = self._module_id(sys_id, mod, index)
-        broken = self._on("redis_pubsub_broken")
-        if broken and self.era == "D" and module_id is not None:
-            await asyncio.sleep(float(self.knobs["subscribe_ack_timeout"]))
-        success = {"id": req_id, "type": "success", "meta": self._meta(sys_id, mod, index, name)}
-        await session.send(_dumps(success))
-        if module_id is None or (broken and self.era == "D"):
-            return
-        if module_id == MODULE_ID and self._on("driver_never_compiled"):
-            return  # the status hash was never written
-        raw = self._status.get(module_id, {}).get(name)
-        if raw is not None:
-            await session.send(self._notify(req_id, sys_id, mod, index, name, raw))
-
-
-_COMMANDS = {"exec", "bind", "unbind", "debug", "ignore"}

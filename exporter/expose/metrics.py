@@ -14,6 +14,7 @@ import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -41,8 +42,8 @@ def core_contract(probe_names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
     """The families every cluster has: the exporter's own, per probe, and the diagnosis'."""
     probe = {"probe": probe_names}
     return (
-        MetricSpec("placeos_exporter_build_info", "gauge", "Exporter version; always 1.",
-                   ("version", "python_version"), scope="exporter"),
+        MetricSpec("placeos_exporter_build_info", "gauge", "Exporter version and source revision; always 1.",
+                   ("version", "revision", "python_version"), scope="exporter"),
         MetricSpec("placeos_exporter_config_last_reload_successful", "gauge",
                    "1 if the last configuration (re)load succeeded; a bad new config keeps the old one running.",
                    scope="exporter"),
@@ -221,18 +222,26 @@ class ClusterCollector(Collector):
 class ExporterCollector(Collector):
     """The exporter's own series (on /metrics only, as blackbox does)."""
 
-    def __init__(self, extra: Callable[[], Iterable[Metric]] | None = None) -> None:
+    def __init__(self, extra: Callable[[], Iterable[Metric]] | None = None, revision: str = "unknown") -> None:
         self.extra = extra
+        self.revision = revision
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
         info = new("placeos_exporter_build_info")
-        info.add_metric([__version__, platform.python_version()], 1)
+        info.add_metric([__version__, self.revision, platform.python_version()], 1)
         yield info
+        # The process's own series (process_*, python_info), as every Prometheus exporter has them.
+        yield from PROCESS.collect()
+        yield from PLATFORM.collect()
         if self.extra is not None:
             yield from self.extra()
+
+
+PROCESS = ProcessCollector(registry=None)
+PLATFORM = PlatformCollector(registry=None)
 
 
 @functools.lru_cache(maxsize=64)

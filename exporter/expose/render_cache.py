@@ -81,6 +81,7 @@ class RenderCache:
     snapshot: Snapshot
     exporter_series: Callable[[], Callable[[], Iterable[Any]] | None]
     exporter_version: Callable[[], Callable[[], int]]
+    revision: str = "unknown"
     _rendered: dict[RenderKey, Rendered] = field(default_factory=dict)
     _scrapers: dict[tuple[RenderKey, bool], Scraper] = field(default_factory=dict)
 
@@ -114,7 +115,7 @@ class RenderCache:
     def _render(self, key: RenderKey, cluster: ClusterSnapshot, accept: str, version: tuple[int, int]) -> Rendered:
         collectors: list[Collector] = [ClusterCollector(cluster)]
         if key[1]:  # with the exporter's own series
-            collectors.insert(0, ExporterCollector(self.exporter_series()))
+            collectors.insert(0, ExporterCollector(self.exporter_series(), self.revision))
         if key not in self._rendered and len(self._rendered) > 4 * len(self.snapshot.clusters) + 16:
             self._rendered.clear()  # clusters dropped by a reload
         entry = self._rendered[key] = Rendered(version, *render(collectors, accept))

@@ -37,7 +37,9 @@ class AppState:
     renders: RenderCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self.renders = RenderCache(self.snapshot, lambda: self.exporter_series, lambda: self.exporter_version)
+        self.renders = RenderCache(
+            self.snapshot, lambda: self.exporter_series, lambda: self.exporter_version, self.settings.revision
+        )
 
     def metrics_bytes(
         self, cluster: ClusterSnapshot, with_exporter: bool, accept: str, gzipped: bool
@@ -125,7 +127,7 @@ async def ready_handler(request: web.Request) -> web.Response:
 
 async def reload_handler(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    if state.reload is None:
-        raise web.HTTPNotFound(text="reload is not enabled\n")
+    if state.reload is None:  # as Prometheus answers without --web.enable-lifecycle
+        raise web.HTTPForbidden(text="Lifecycle API is not enabled (--web.enable-lifecycle); SIGHUP reloads\n")
     ok, message = await state.reload()
     return web.Response(status=200 if ok else 500, text=log.REDACT(message) + "\n")

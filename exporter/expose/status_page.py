@@ -7,9 +7,12 @@ itself. No JavaScript, no external assets: it must work on an air-gapped ops net
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from html import escape
+from typing import Any
 
 from exporter.expose.report import ClusterReport
+from exporter.model.failure_model import RUNBOOK_URL
 
 REFRESH_SECONDS = 5
 
@@ -30,14 +33,35 @@ nav a{margin-right:.8rem}
 
 
 def _ago(ts: float | None, now: float) -> str:
+    """Relative and absolute (UTC): an on-call engineer compares it with logs and other dashboards."""
     if not ts:
         return "never"
     seconds = max(0, int(now - ts))
     if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
+        ago = f"{seconds}s ago"
+    elif seconds < 7200:
+        ago = f"{seconds // 60}m ago"
+    else:
+        ago = f"{seconds // 3600}h ago"
+    at = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{ago}<div class=detail>{at}</div>"
+
+
+def _links(cause: dict[str, Any]) -> str:
+    """The runbook section of the cause (its alert's runbook_url) and PlaceOS's playbook id."""
+    parts = [f'<a href="{RUNBOOK_URL}#{escape(cause["cause"])}">runbook</a>']
+    if cause.get("alert"):
+        parts.append(f"alert {escape(cause['alert'])}")
+    if cause.get("playbook"):
+        parts.append(f"PlaceOS playbook {escape(cause['playbook'])}")
+    return f"<div class=detail>{' &middot; '.join(parts)}</div>"
+
+
+def _steps(title: str, steps: list[str]) -> str:
+    if not steps:
+        return ""
+    items = "".join(f"<li>{escape(step)}</li>" for step in steps)
+    return f"<div class=detail><b>{title}:</b><ol>{items}</ol></div>"
 
 
 def render(cluster_report: ClusterReport, clusters: list[str]) -> str:
@@ -72,7 +96,9 @@ def render(cluster_report: ClusterReport, clusters: list[str]) -> str:
                 f"<li><b>{escape(cause['title'])}</b>"
                 f"{' &mdash; evidence: ' + escape(evidence) if evidence else ''}"
                 f"{'; also explains ' + escape(explains) if explains else ''}"
-                f"{'<br><span class=detail>' + escape(cause['advice']) + '</span>' if cause['advice'] else ''}</li>"
+                f"{'<br><span class=detail>' + escape(cause['advice']) + '</span>' if cause['advice'] else ''}"
+                f"{_steps('Confirm', cause.get('confirm', []))}{_steps('Recover', cause.get('recover', []))}"
+                f"{_links(cause)}</li>"
             )
         parts.append("</ul>")
         if report["impacts"]:

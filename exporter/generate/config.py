@@ -12,12 +12,14 @@ from typing import Any
 
 import yaml
 
+from exporter.model.failure_model import RUNBOOK_URL
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     job: str = "placeos-exporter"  # the scrape job the exporter's own alerts select
     group_labels: tuple[str, ...] = ("instance", "cluster")  # what identifies one PlaceOS cluster
-    runbook_url: str = "https://github.com/PlaceOS/placeos-exporter/blob/main/docs/runbook.md"
+    runbook_url: str = RUNBOOK_URL
     # Root-cause alerts keep firing this long: > the longest probe interval + timeout of the defaults
     # (15 s + 12 s), so the symptoms they explain (a probe cycle later) stay inhibited until they clear.
     keep_firing_for: str = "1m"

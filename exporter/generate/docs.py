@@ -53,7 +53,7 @@ def metrics_md() -> str:
 def configuration_md() -> str:
     lines = [HEADER, "# Configuration\n\n",
              "Settings come from, in order of precedence: command-line flags, environment variables, then the "
-             "YAML file given with `--config`. Without `clusters:` in the file, the environment describes one "
+             "YAML file given with `--config.file`. Without `clusters:` in the file, the environment describes one "
              "cluster named `default`, using PlaceOS's own variable names so the exporter drops into a PlaceOS "
              "compose file with the same env block. For each backend setting the exporter-specific name "
              "(`PLACEOS_EXPORTER_<SECTION>_<FIELD>`) beats PlaceOS's name. Every secret can also be read from a "

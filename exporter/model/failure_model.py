@@ -20,6 +20,9 @@ from dataclasses import dataclass
 
 from exporter.model.vocabulary import ALL_ERAS, CREDENTIAL_REASONS, Era, ProbeName, Reason
 
+# Where the runbook generated from these rows is published (the alerts' runbook_url; generator config).
+RUNBOOK_URL = "https://github.com/PlaceOS/placeos-exporter/blob/main/docs/runbook.md"
+
 
 @dataclass(frozen=True)
 class Impact:

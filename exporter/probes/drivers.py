@@ -29,10 +29,9 @@ from exporter.probes.base import MetricRow, Outcome, ProbeContext, ProbeFailure,
 from exporter.probes.clients.rest_api import ENGINE, api_get, can_log_in, fail_for
 
 MAX_COMPILE_CONFIRMATIONS = 20  # lookups per run at most; more failures are reported unconfirmed
-# A crash is seen by one run only (the launch count rose since the last one): it stays a failure this
-# long, so one crash is a cause for minutes, not for a single probe interval, and a crash loop never
-# reads as fixed between two relaunches.
-CRASH_HOLD_SECONDS = 600.0
+# A crash is seen by one run only (the launch count rose since the last one): it stays a failure for
+# api.crash_hold_seconds (10 min by default), so one crash is a cause for minutes, not for a single probe
+# interval, and a crash loop never reads as fixed between two relaunches.
 DRIVER_STATES = ("running", "down", "failed_compile")
 DRIVER_LABEL_CAP = 100  # per-driver series at most; the rest fold into driver="other"
 DRIVER_OVERFLOW = "other"
@@ -138,14 +137,15 @@ async def run(ctx: ProbeContext) -> Outcome:
             running = bool(info.get("running"))
             assigned = int(info.get("module_instances") or 0) > 0
             relaunched = key in previous and count > previous[key]
-            if not running and assigned:
-                down.append(label)
-            elif relaunched:
+            if relaunched:  # a crash (also while a crash loop has it down): held, see api.crash_hold_seconds
                 crashed.append(label)
+            elif not running and assigned:
+                down.append(label)
             state = 1 if running and not relaunched else (0 if assigned or relaunched else 1)
             up[label] = min(up.get(label, 1), state)
     now = time.time()
-    held: dict[str, float] = {k: t for k, t in ctx.state.get("crashes", {}).items() if now - t < CRASH_HOLD_SECONDS}
+    hold = ctx.cluster.api.crash_hold_seconds
+    held: dict[str, float] = {k: t for k, t in ctx.state.get("crashes", {}).items() if now - t < hold}
     held |= dict.fromkeys(crashed, now)
     ctx.state["crashes"] = held
     recent = sorted(set(held) - set(crashed))
@@ -172,7 +172,7 @@ async def run(ctx: ProbeContext) -> Outcome:
     problems = [f"failed to compile: {', '.join(failed)}"] if failed else []
     problems += [f"down with modules: {', '.join(down)}"] if down else []
     problems += [f"relaunched since last run (crash): {', '.join(crashed)}"] if crashed else []
-    minutes = f"{CRASH_HOLD_SECONDS / 60:g}"
+    minutes = f"{hold / 60:g}"
     problems += [f"crashed within the last {minutes} min: {', '.join(recent)}"] if recent else []
     if problems:  # a driver that does not run explains its modules not being loaded
         raise ProbeFailure(Reason.DRIVER_ERROR, "; ".join(problems)[:300], facts)

@@ -60,7 +60,9 @@ def split_address(address: str) -> tuple[str, int]:
 class Exporter:
     """The serving process: settings, scheduler, HTTP server, and config reload."""
 
-    def __init__(self, settings: Settings, config_file: Path | None, cli_overrides: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, config_file: Path | None, cli_overrides: dict[str, Any], lifecycle: bool = True
+    ) -> None:
         self.detect = platform_version
         self.settings = settings
         self.config_file = config_file
@@ -77,7 +79,7 @@ class Exporter:
             settings=settings,
             snapshot=self.snapshot,
             ready=self.ready,
-            reload=self.reload,
+            reload=self.reload if lifecycle else None,  # POST /-/reload only with --web.enable-lifecycle
             exporter_series=self.series,
             exporter_version=lambda: self.reload_count,
         )
@@ -148,8 +150,10 @@ class Exporter:
             return True, "reloaded"
 
 
-async def serve(settings: Settings, config_file: Path | None, cli_overrides: dict[str, Any]) -> None:
-    exporter = Exporter(settings, config_file, cli_overrides)
+async def serve(
+    settings: Settings, config_file: Path | None, cli_overrides: dict[str, Any], lifecycle: bool = False
+) -> None:
+    exporter = Exporter(settings, config_file, cli_overrides, lifecycle=lifecycle)
     await exporter.start()
     log.get().info("placeos-exporter %s listening on %s", __version__, settings.listen_address)
     stop = asyncio.Event()

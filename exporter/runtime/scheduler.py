@@ -214,8 +214,11 @@ class Scheduler:
         previous = cs.probes[probe].reason
         others: list[str] = []
         if not recheck and result.reason is not previous and all(s.last for s in cs.enabled()):
-            others = [s.probe for s in cs.enabled() if s.probe != probe and self.registry[s.probe].interval is None]
-        if cs.record(result, recheck=others):  # the snapshot re-diagnoses the cluster when it changes
+            others = [s.probe for s in cs.enabled() if s.probe != probe]
+        # Probes on a long interval of their own (the index lag) run again too, but the diagnosis does not
+        # wait for them: their failure from before the change must not outlive it by minutes.
+        awaited = [p for p in others if self.registry[p].interval is None]
+        if cs.record(result, recheck=awaited):  # the snapshot re-diagnoses the cluster when it changes
             self._log_change(cluster.name, result, previous)
             for other in others:
                 if (event := self.kicks.get((cluster.name, other))) is not None:

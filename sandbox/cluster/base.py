@@ -290,7 +290,7 @@ class SandboxBase:
         env["PLACEOS_EXPORTER_TIMEOUT"] = f"{min(5.0, self.exporter_interval * 0.6):g}"
         exe = Path(sys.executable).with_name("placeos-exporter")
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "exporter.cli"]
-        argv += ["serve", "--listen-address", self.exporter_listen]
+        argv += ["serve", "--web.listen-address", self.exporter_listen]
         check_host = host.strip("[]") or HOST
         return _ProcPart(
             "exporter",
@@ -552,6 +552,7 @@ class SandboxBase:
             "PLACEOS_EXPORTER_API_SYSTEM_ID": seed.PROBE_SYSTEM,
             "PLACEOS_EXPORTER_API_MODULE": seed.PROBE_MODULE,
             "PLACEOS_EXPORTER_API_FUNCTION": seed.PROBE_FUNCTION,
+            "PLACEOS_EXPORTER_API_CHANGING_STATUS": seed.TICK_STATUS,
             "PLACEOS_EXPORTER_API_TRIGGERS_URL": self.url("triggers"),
             "PLACEOS_EXPORTER_ERA": "auto",
         }
@@ -570,6 +571,7 @@ class SandboxBase:
                 "system_id": seed.PROBE_SYSTEM,
                 "module": seed.PROBE_MODULE,
                 "function": seed.PROBE_FUNCTION,
+                "changing_status": seed.TICK_STATUS,
                 "triggers_url": self.url("triggers"),
             },
         }

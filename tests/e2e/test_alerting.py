@@ -1,4 +1,4 @@
-"""Alerting end to end: the exporter watches the sandbox PlaceOS (era A), a real Prometheus scrapes it
+"""Alerting end to end: the exporter watches the sandbox PlaceOS (eras A and D), a real Prometheus scrapes it
 and evaluates the shipped rules, a real Alertmanager with the shipped inhibit rules receives the alerts.
 
 For each break: the root-cause alert fires in Prometheus; Alertmanager holds it, not inhibited, while
@@ -42,6 +42,8 @@ from sandbox.ports import free_port
 from sandbox.procs import Proc
 
 ALERTS = Path(__file__).resolve().parents[2] / "alerts"
+# A healed crash loop must read healthy within the test's wait (10 min in production).
+CRASH_HOLD = {"PLACEOS_EXPORTER_API_CRASH_HOLD_SECONDS": "3"}
 ETCD_TTL = 3  # short leases, as in test_sandbox_diagnosis.py
 FOR_SCALE = 20  # production `for:` durations divided by this in the test copy of the rules
 PAGING = ("critical", "warning")  # what pages a person (info does not)
@@ -79,15 +81,25 @@ def scenario(part: str, mode: str, cause: str, *inhibited: str) -> Scenario:
     return Scenario(part, mode, cause, frozenset(f"PlaceOS{name}" for name in inhibited))
 
 
-USER_PATH = ("LoginFailing", "SearchFailing", "ModuleFunctionsFailing", "ExecuteFailing", "WebSocketFailing")
-SCENARIOS = [
-    scenario("redis", "kill", "redis", "ModuleFunctionsFailing", "ExecuteFailing", "WebSocketFailing"),
-    scenario("rethinkdb", "kill", "database", *USER_PATH),
-    scenario("elasticsearch", "red", "elasticsearch", "ElasticsearchRed", "SearchFailing"),
-    scenario("rest-api", "unreachable", "api", *USER_PATH),
-    scenario("etcd", "kill", "etcd", "ExecuteFailing", "WebSocketFailing"),
-    scenario("driver", "crash-loop", "driver"),  # the crash loop breaks no user path (PlaceOSDriverDown is info)
-]
+USER_PATH = ("LoginFailing", "SearchFailing", "ModuleFunctionsFailing", "ExecuteFailing", "WebSocketFailing",
+             "StatusUpdatesFailing")  # fmt: skip
+SCENARIOS = {
+    "A": [
+        scenario("redis", "kill", "redis", "ModuleFunctionsFailing", "ExecuteFailing", "WebSocketFailing"),
+        scenario("rethinkdb", "kill", "database", *USER_PATH),
+        scenario("elasticsearch", "red", "elasticsearch", "ElasticsearchRed", "SearchFailing"),
+        scenario("rest-api", "unreachable", "api", *USER_PATH),
+        scenario("etcd", "kill", "etcd", "ExecuteFailing", "WebSocketFailing"),
+        scenario("driver", "crash-loop", "driver"),  # breaks no user path (PlaceOSDriverDown is info)
+    ],
+    # Era D (placeos-2026): search in PostgreSQL, and the failures the page never named.
+    "D": [
+        scenario("postgres", "kill", "database", *USER_PATH),
+        scenario("redis", "pubsub-drop", "redis_pubsub", "StatusUpdatesFailing"),
+        scenario("build-service", "kill", "build_service"),
+    ],
+}
+CASES = [(era, case) for era, cases in SCENARIOS.items() for case in cases]
 
 
 # ------------------------------------------------------------------------------------- the rules copy
@@ -126,8 +138,8 @@ def write_rules(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    sb = Sandbox("A", tmp_path_factory.mktemp("sandbox-A"), etcd_ttl=ETCD_TTL)
+def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    sb = Sandbox(request.param, tmp_path_factory.mktemp(f"sandbox-{request.param}"), etcd_ttl=ETCD_TTL)
     sb.start()
     try:
         yield sb
@@ -139,9 +151,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 async def exporter(sandbox: Sandbox) -> AsyncIterator[RunningExporter]:
     fast: dict[str, Any] = {"interval": 2.0, "timeout": 1.5}
     settings = load_settings(
-        environ=sandbox.exporter_env(),
+        environ=sandbox.exporter_env() | CRASH_HOLD,
         overrides={"listen_address": "127.0.0.1:0", "interval": 1.0, "timeout": 0.8,
-                   "probes": {"execute": fast, "websocket": fast, "drivers": fast, "login": fast}},
+                   "probes": {"execute": fast, "websocket": fast, "drivers": fast, "login": fast,
+                              "status_delivery": {"interval": 4.0, "timeout": 3.0}}},
     )  # fmt: skip
     async with RunningExporter(settings) as exp:
         yield exp
@@ -270,7 +283,7 @@ async def wait_quiet(http: aiohttp.ClientSession, prometheus: str, alertmanager:
 # ------------------------------------------------------------------------------------- the test
 
 
-@pytest.mark.parametrize("case", SCENARIOS, ids=[s.id for s in SCENARIOS])
+@pytest.mark.parametrize(("sandbox", "case"), CASES, indirect=["sandbox"], ids=[f"{e}-{c.id}" for e, c in CASES])
 async def test_break_pages_once_then_resolves(
     case: Scenario,
     sandbox: Sandbox,

@@ -20,6 +20,8 @@ from exporter.settings import load_settings
 from sandbox.cluster import Sandbox
 from sandbox.simulator import seed
 
+# A healed crash loop must read healthy within the test's wait (10 min in production).
+CRASH_HOLD = {"PLACEOS_EXPORTER_API_CRASH_HOLD_SECONDS": "3"}
 ETCD_TTL = 3  # short leases so lease-expiry symptoms show quickly (hound-dog's default is 15 s)
 
 # (part, mode, {probe: reason that must show}, causes). Reasons are the ones the real bodies produce.
@@ -42,6 +44,22 @@ SCENARIOS: dict[str, list[Scenario]] = {
         ("core", "kill", {"core_discovery": "core_unreachable"}, {"core"}),
         ("postgres", "kill", {"postgres": "connection_refused", "login": "auth_failed"}, {"database"}),
         ("redis", "stop", {"redis": "timeout"}, {"redis"}),
+        ("redis", "pubsub-drop", {"redis": "ok", "status_delivery": "timeout", "execute": "ok"}, {"redis_pubsub"}),
+        ("core", "modules-not-loaded", {"drivers": "not_loaded", "execute": "driver_error"}, {"modules_not_loaded"}),
+    ],
+    # Era D (placeos-2026 §1-2): search in PostgreSQL, no Elasticsearch; today's failures.
+    "D": [
+        ("postgres", "kill", {"postgres": "connection_refused", "login": "auth_failed", "api_health": "unhealthy"},
+         {"database"}),
+        ("redis", "kill", {"redis": "connection_refused", "module_functions": "http_5xx", "login": "ok"}, {"redis"}),
+        ("core", "kill", {"core_discovery": "core_unreachable"}, {"core"}),
+        ("driver", "crash-loop", {"drivers": "driver_error"}, {"driver"}),
+        ("rest-api", "unreachable", {"api_health": "connection_refused", "login": "connection_refused"}, {"api"}),
+        ("redis", "pubsub-drop", {"redis": "ok", "status_delivery": "timeout", "execute": "ok"}, {"redis_pubsub"}),
+        # Era-D core loads a module on demand (core 37aab5c): only the cluster routes show the others missing.
+        ("core", "modules-not-loaded", {"drivers": "not_loaded"}, {"modules_not_loaded"}),
+        # core retries the build service before rest-api answers: a 5xx or a timeout, either way the cause.
+        ("build-service", "kill", {"drivers": "ok", "execute": "ok"}, {"build_service"}),
     ],
 }  # fmt: skip
 
@@ -60,9 +78,11 @@ def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 async def exporter(sandbox: Sandbox) -> AsyncIterator[RunningExporter]:
     fast: dict[str, Any] = {"interval": 2.0, "timeout": 1.5}
     settings = load_settings(
-        environ=sandbox.exporter_env(),
+        environ=sandbox.exporter_env() | CRASH_HOLD,
         overrides={"listen_address": "127.0.0.1:0", "interval": 1.0, "timeout": 0.8,
-                   "probes": {"execute": fast, "websocket": fast, "drivers": fast, "login": fast}},
+                   "probes": {"execute": fast, "websocket": fast, "drivers": fast, "login": fast,
+                              # a status that changes every second must get the time to change
+                              "status_delivery": {"interval": 4.0, "timeout": 3.0}, "build_service": fast}},
     )  # fmt: skip
     async with RunningExporter(settings) as exp:
         await wait_healthy(exp)
@@ -168,6 +188,7 @@ async def test_break_diagnose_heal(sandbox: Sandbox, exporter: RunningExporter, 
         report = await diagnose(exporter)
         assert {c["cause"] for c in report["root_causes"]} == expected, json.dumps(report["root_causes"])
         assert not report["healthy"]
+        assert (report["era"], report["era_source"]) == (sandbox.era, "detected")  # D from what the API shows
     finally:
         sandbox.heal(part)
     await wait_healthy(exporter, timeout=60)

@@ -59,8 +59,8 @@ async def test_no_secret_anywhere(sandbox: Sandbox, tmp_path: Path, log_format: 
     port = free_port()
     log_path = tmp_path / "exporter.log"
     proc = Proc.start(
-        [sys.executable, "-m", "exporter.cli", "serve", "--listen-address", f"127.0.0.1:{port}",
-         "--log-level", "debug", "--log-format", log_format],
+        [sys.executable, "-m", "exporter.cli", "serve", "--web.listen-address", f"127.0.0.1:{port}",
+         "--log.level", "debug", "--log.format", log_format],
         log_path=log_path, name="exporter",
         env={**os.environ, **env, "PLACEOS_EXPORTER_INTERVAL": "1", "PLACEOS_EXPORTER_TIMEOUT": "0.8"},
     )  # fmt: skip
@@ -83,7 +83,7 @@ async def test_no_secret_anywhere(sandbox: Sandbox, tmp_path: Path, log_format: 
             finally:
                 sandbox.heal(part)
         check = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exporter.cli", "check", "--log-level", "debug",
+            sys.executable, "-m", "exporter.cli", "check", "--log.level", "debug",
             env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(check.communicate(), 60)

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from api_scenarios import SCENARIOS, ApiScenario
-from placeos_api import API_KEY, FUNCTION, MODULE_SLUG, SYSTEM_ID, PlaceOSApi
+from placeos_api import PlaceOSApi
+from placeos_api_wire import API_KEY, FUNCTION, MODULE_SLUG, SYSTEM_ID
 from support import settings_for
 
 from exporter.model.triage import Observation, diagnose
@@ -147,3 +148,23 @@ async def test_status_changes_reach_a_subscriber_or_the_loss_is_named(api: Place
     else:
         assert delivery.reason is Reason.OK, delivery.last
         assert set(state.diagnosis.causes) == {"none"}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_crash_stays_a_cause_for_the_hold_window(api: PlaceOSApi) -> None:
+    """Seen by a user: one driver crash was a cause for one probe interval only. The launch count rises
+    once (internals §11.2); the crash then stays a failure for api.crash_hold_seconds."""
+    api.set(era="C", failures={"driver_crashloop": True}, reset_knobs=True)
+    cluster = {"era": "C", "api": {"url": api.url, "api_key": API_KEY, "crash_hold_seconds": 60},
+               "probes": {"drivers": {"enabled": True}}}  # fmt: skip
+    snapshot = Snapshot()
+    scheduler = Scheduler(settings_for(cluster, interval=10.0, timeout=1.5), snapshot)
+    state = snapshot.clusters["default"]
+    for _ in range(2):  # the second run sees the launch count risen since the first
+        await scheduler.run_once()
+    assert state.probes["drivers"].reason is Reason.DRIVER_ERROR
+    api.set(era="C", failures={}, reset_knobs=True)  # the driver runs again
+    await scheduler.run_once()
+    last = state.probes["drivers"].last
+    assert last is not None and last.reason is Reason.DRIVER_ERROR and "crashed within the last 1 min" in last.detail
+    assert set(state.diagnosis.causes) == {"driver"}

@@ -292,7 +292,7 @@ def test_image_build_steps_install_a_venv_that_serves(tmp_path: Path) -> None:
     env.update(HOME="/nonexistent", TMPDIR=str(tmpdir), REDIS_URL=f"redis://127.0.0.1:{closed}",
                ETCD_PORT=str(closed), RETHINKDB_PORT=str(closed), ELASTIC_PORT=str(closed))  # fmt: skip
     entrypoint = json.loads(final.args("ENTRYPOINT")[-1])
-    argv = [*entrypoint, *json.loads(final.args("CMD")[-1]), "--listen-address", f"127.0.0.1:{port}"]
+    argv = [*entrypoint, *json.loads(final.args("CMD")[-1]), "--web.listen-address", f"127.0.0.1:{port}"]
     argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
     assert argv[0] == str(venv / "bin" / "placeos-exporter")
     before = tree_state(venv)

@@ -26,7 +26,7 @@ from sandbox.procs import Proc
 def start_exporter(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[Proc, int]:
     port = free_port()
     proc = Proc.start(
-        [sys.executable, "-m", "exporter.cli", "serve", "--listen-address", f"127.0.0.1:{port}", *args],
+        [sys.executable, "-m", "exporter.cli", "serve", "--web.listen-address", f"127.0.0.1:{port}", *args],
         log_path=tmp_path / "exporter.log", name="exporter",
         env={**os.environ, "PLACEOS_EXPORTER_INTERVAL": "1", "PLACEOS_EXPORTER_TIMEOUT": "0.5", **env},
     )  # fmt: skip
@@ -85,7 +85,7 @@ def test_bad_web_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     web_config.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "exporter.cli", "serve", "--listen-address", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "exporter.cli", "serve", "--web.listen-address", f"127.0.0.1:{port}",
          "--web.config.file", str(web_config)],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -113,7 +113,7 @@ RELOAD_OK = ("placeos_exporter_config_last_reload_successful", frozenset())
 async def test_reload_on_sighup_and_post(tmp_path: Path, redis_server: RedisServer) -> None:
     config = tmp_path / "config.yml"
     config.write_text(f"clusters:\n  - name: one\n    era: C\n    redis: {{url: '{redis_server.url}'}}\n")
-    proc, port = start_exporter(tmp_path, {}, "--config", str(config))
+    proc, port = start_exporter(tmp_path, {}, "--config.file", str(config), "--web.enable-lifecycle")
     try:
         assert scrape(port)[RELOAD_OK] == 1
         # A second cluster appears after SIGHUP.

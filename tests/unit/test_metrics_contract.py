@@ -70,3 +70,13 @@ def test_redactor_hides_values_and_url_credentials() -> None:
     out = redact(text)
     assert "hunter2-long" not in out and "pw-in-url" not in out and "abc.def" not in out
     assert "x=1" in out
+
+
+def test_the_exporters_own_process_series_and_build_info() -> None:
+    """Every Prometheus exporter serves process_* and python_info, and its build with its revision."""
+    body, _ = render([ExporterCollector(revision="0a8d918")], None)
+    samples = parse(body.decode())
+    names = {name for name, _ in samples}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= names
+    (labels,) = [dict(ls) for n, ls in samples if n == "placeos_exporter_build_info"]
+    assert labels["revision"] == "0a8d918" and labels["version"] and labels["python_version"]

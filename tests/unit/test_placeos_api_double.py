@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 from api_scenarios import CAUSES, ERAS, PROBES, REASONS, SCENARIOS
-from placeos_api import API_BASE, API_KEY, CORE_ID, FAILURES, PLATFORM_VERSIONS, PlaceOSApi
+from placeos_api import PlaceOSApi
+from placeos_api_wire import API_BASE, API_KEY, CORE_ID, FAILURES, PLATFORM_VERSIONS
 
 KEY = {"X-API-Key": API_KEY}
 JSON_ACCEPT = {**KEY, "Accept": "application/json"}

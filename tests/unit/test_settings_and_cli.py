@@ -119,3 +119,29 @@ def test_check_config_masks_secrets() -> None:
         assert secret not in out
     shown = json.loads(result.stdout)
     assert shown["clusters"][0]["redis"]["url"] == "redis://:***@redis:6379"
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PLACEOS_EXPORTER_")}
+    return subprocess.run([sys.executable, "-m", "exporter.cli", *args], env=clean | {"REDIS_URL": "redis://r:1"} | env,
+                          capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
+
+
+def test_a_listen_address_out_of_range_is_one_line_and_exit_2() -> None:
+    """Seen: --listen-address 127.0.0.1:99999 printed a 25-line OverflowError traceback and exited 1."""
+    for result in (run_cli("--web.listen-address", "127.0.0.1:99999"), run_cli("serve", "--listen-address", ":-5"),
+                   run_cli("check-config", PLACEOS_EXPORTER_LISTEN_ADDRESS="0.0.0.0:70000")):  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and "listen_address" in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("placeos-exporter: invalid setting listen_address")
+
+
+def test_prometheus_flag_names_and_deprecated_aliases() -> None:
+    new = run_cli("check-config", "--log.level", "debug", "--config.file", "/nonexistent.yaml")
+    assert new.returncode == 2 and "deprecated" not in new.stderr and "/nonexistent.yaml" in new.stderr
+    old = run_cli("check-config", "--log-level", "debug", "--config", "/nonexistent.yaml")
+    assert "warning: --log-level is deprecated, use --log.level" in old.stderr
+    assert "warning: --config is deprecated, use --config.file" in old.stderr
+    # Without a command, flags mean `serve` (here refused at once for its bad address).
+    served = run_cli("--config.file", "/nonexistent.yaml")
+    assert served.returncode == 2 and "config file /nonexistent.yaml" in served.stderr
