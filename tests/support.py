@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.runtime.process import Exporter
@@ -100,3 +101,19 @@ class RunningExporter:
             return await self.reason(probe) == reason
 
         await wait_for(check, timeout, f"{probe} reason {reason}")
+
+
+def poll(check: Callable[[], Any], deadline: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns a truthy value (exceptions count as not yet); fail at the deadline."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:
+            last = e
+        if time.monotonic() >= end:
+            pytest.fail(f"{what}: not true after {deadline:g}s (last: {last!r})"[:2000])
+        time.sleep(interval)

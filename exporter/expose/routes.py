@@ -105,9 +105,13 @@ async def diagnose_handler(request: web.Request) -> web.Response:
 
 
 async def index_handler(request: web.Request) -> web.Response:
+    """One cluster's page; with several clusters and none asked for, the fleet overview."""
     state = request.app[STATE_KEY]
-    cluster = _cluster_or_error(request)
     names = list(state.snapshot.clusters)
+    if len(names) > 1 and "cluster" not in request.query:
+        html = status_page.fleet([cluster_report(c) for c in state.snapshot.clusters.values()])
+        return web.Response(text=log.REDACT(html), content_type="text/html")
+    cluster = _cluster_or_error(request)
     html = status_page.render(cluster_report(cluster), names)
     return web.Response(text=log.REDACT(html), content_type="text/html")
 

@@ -64,6 +64,36 @@ def _steps(title: str, steps: list[str]) -> str:
     return f"<div class=detail><b>{title}:</b><ol>{items}</ol></div>"
 
 
+def fleet(reports: list[ClusterReport]) -> str:
+    """``/`` with several clusters: one row per cluster (verdict, causes, last change, its own page)."""
+    now = time.time()
+    rows = []
+    for r in reports:
+        d = r.diagnosis
+        css = "pass" if d.healthy and d.configured else ("pend" if not d.configured or d.pending else "fail")
+        causes = ", ".join(c for c in d.causes if c != "none") or "-"
+        changed = max((p.last_change for p in r.probes if p.last_change), default=None)
+        rows.append(
+            f'<tr><td><a href="/?cluster={escape(r.cluster)}">{escape(r.cluster)}</a></td>'
+            f"<td>{escape(str(r.era or '?'))}</td><td class={css}>{escape(d.verdict())}</td>"
+            f"<td>{escape(causes)}</td><td>{_ago(changed, now)}</td></tr>"
+        )
+    failing = sum(1 for r in reports if not r.diagnosis.healthy)
+    return "".join(
+        [
+            "<!doctype html><html lang=en><head><meta charset=utf-8>",
+            f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
+            f"<title>PlaceOS fleet: {failing} of {len(reports)} failing</title>",
+            f"<style>{_CSS}</style></head><body><h1>PlaceOS fleet</h1>",
+            f'<div class="meta">{len(reports)} clusters &middot; refreshed every {REFRESH_SECONDS}s &middot; '
+            '<a href="/metrics">metrics</a></div>',
+            "<table id=fleet><tr><th>cluster</th><th>era</th><th>verdict</th><th>causes</th><th>last change</th></tr>",
+            *rows,
+            "</table></body></html>",
+        ]
+    )
+
+
 def render(cluster_report: ClusterReport, clusters: list[str]) -> str:
     """The page for one cluster's report (the document /diagnose serves)."""
     report = cluster_report.to_json()

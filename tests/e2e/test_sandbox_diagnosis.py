@@ -9,6 +9,7 @@ One sandbox per era (module scope) keeps the suite fast; each scenario heals bef
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,11 @@ async def test_status_page_shows_the_verdict(sandbox: Sandbox, exporter: Running
             return "Redis failure" in page and "Module status changes stop updating" in page
 
         await wait_for(shown, 30, "the status page to name Redis and its impacts")
+        _, page, _ = await exporter.get("/")
+        # What to do, inline: the runbook's steps for the cause, its alert, section and PlaceOS playbook.
+        assert "<b>Confirm:</b>" in page and "redis-cli -u $REDIS_URL ping" in page and "<b>Recover:</b>" in page
+        assert "docs/runbook.md#redis" in page and "PlaceOSRedisDown" in page and "platform-pods-unhealthy" in page
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)  # absolute times beside "5s ago"
     finally:
         sandbox.heal("redis")
     await wait_healthy(exporter, timeout=60)

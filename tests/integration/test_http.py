@@ -22,6 +22,24 @@ def two_clusters(redis_server: RedisServer) -> list[dict[str, object]]:
     ]
 
 
+async def test_the_status_page_is_a_fleet_overview_with_several_clusters(redis_server: RedisServer) -> None:
+    """With several clusters, / is one row per cluster (verdict, causes, last change, a link to its page)."""
+    clusters = [c | {"probes": {"core_discovery": {"enabled": False}}} for c in two_clusters(redis_server)]
+    settings = settings_for({}, clusters=clusters)
+    async with RunningExporter(settings) as exp:
+
+        async def both_known() -> bool:
+            _, page, _ = await exp.get("/")
+            return "Redis failure" in page and "Healthy: every enabled probe passes" in page
+
+        await wait_for(both_known, 15, "the fleet page to show a healthy and a failing cluster")
+        status, page, _ = await exp.get("/")
+        assert status == 200 and "<title>PlaceOS fleet: 1 of 2 failing</title>" in page
+        assert '<a href="/?cluster=main">main</a>' in page and '<a href="/?cluster=branch">branch</a>' in page
+        status, branch, _ = await exp.get("/?cluster=branch")
+        assert status == 200 and "PlaceOS cluster <b>branch</b>" in branch and "Redis failure" in branch
+
+
 async def test_probe_serves_one_cluster_from_a_fresh_registry(redis_server: RedisServer) -> None:
     settings = settings_for({}, clusters=two_clusters(redis_server))
     async with RunningExporter(settings) as exp:

@@ -1,5 +1,6 @@
 """Elasticsearch health on each server major, red and yellow, and the search-index lag following a
-paused and resumed search-ingest (the sandbox's real mirroring process over a real PostgreSQL)."""
+paused and resumed search-ingest (the sandbox's real mirroring process over a real PostgreSQL): a lag
+over the threshold that does not shrink is the search_ingest cause."""
 
 from __future__ import annotations
 
@@ -71,9 +72,18 @@ async def test_index_lag_follows_search_ingest(postgres: PostgresServer, tmp_pat
             await wait_for(lambda: lag_is(0), 20, "the sys index to catch up")
             async with http.post(f"http://127.0.0.1:{ingest_port}/_sandbox/pause") as resp:
                 assert resp.status == 200
-            for i in range(3):
+            for i in range(15):  # over the default threshold of 10
                 await db.upsert("sys", {"id": f"sys-new-{i}", "name": f"New room {i}", "modules": []})
-            await wait_for(lambda: lag_is(3), 20, "three rows not yet indexed")
+            await wait_for(lambda: lag_is(15), 20, "fifteen rows not yet indexed")
+
+            async def stalled() -> bool:
+                # Seen by a user: a paused search-ingest (15 documents behind) read "Healthy".
+                return (
+                    await exp.reason("search_index_lag") == "unhealthy"
+                    and await exp.value("placeos_root_cause", cause="search_ingest") == 1
+                )
+
+            await wait_for(stalled, 20, "a lag that does not shrink to be a search-ingest stall")
             async with http.post(f"http://127.0.0.1:{ingest_port}/_sandbox/resume") as resp:
                 assert resp.status == 200
             await wait_for(lambda: lag_is(0), 20, "search-ingest to catch up after resume")

@@ -20,13 +20,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from support import poll
 
 from exporter.settings import load_settings
 from sandbox import cli
@@ -46,22 +47,6 @@ PROBE_DRIVER_ID = dict(seed.MODULES)[PROBE_MODULE_ID]
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def poll(check: Callable[[], Any], deadline: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns a truthy value (exceptions count as not yet); fail at the deadline."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as e:
-            last = e
-        if time.monotonic() >= end:
-            pytest.fail(f"{what}: not true after {deadline:g}s (last: {last!r})"[:2000])
-        time.sleep(interval)
 
 
 def execute(sb: Sandbox) -> tuple[int, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
+from support import poll
 
 from sandbox.cluster import Sandbox, SandboxError, SandboxInputError, http_json
 from sandbox.procs import pid_alive
@@ -34,22 +35,6 @@ LIGHTING_ID = seed.system_mappings(seed.PROBE_SYSTEM)["Lighting/1"]
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def poll(check: Callable[[], Any], deadline: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns a truthy value (exceptions count as not yet); fail at the deadline."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as e:
-            last = e
-        if time.monotonic() >= end:
-            pytest.fail(f"{what}: not true after {deadline:g}s (last: {last!r})"[:2000])
-        time.sleep(interval)
 
 
 def health(sb: Sandbox) -> tuple[int, Any]:
