@@ -40,7 +40,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     serve = sub.add_parser("serve", help="probe in the background and serve /metrics (default)")
     common(serve)
-    serve.add_argument("--web.listen-address", "--listen-address", dest="listen_address", help="host:port to listen on")
+    serve.add_argument("--web.listen-address", "--listen-address", dest="listen_address", action="append",
+                       help="host:port to listen on (repeatable)")  # fmt: skip
     serve.add_argument("--web.config.file", dest="web_config_file", type=Path, help="exporter-toolkit web config")
     serve.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
                        help="accept POST /-/reload (SIGHUP always reloads), as Prometheus does")  # fmt: skip
@@ -69,7 +70,10 @@ DEPRECATED = {
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("log_format", "log_level", "listen_address", "web_config_file")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if isinstance(out.get("listen_address"), list):  # --web.listen-address is repeatable
+        out["listen_address"] = ",".join(out["listen_address"])
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

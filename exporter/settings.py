@@ -325,15 +325,22 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    listen_address: str = Field("0.0.0.0:9864", description="host:port the HTTP server listens on")
+    listen_address: str = Field(
+        "0.0.0.0:9864", description="host:port the HTTP server listens on; several, comma-separated"
+    )
 
     @field_validator("listen_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        _, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("expected host:port with a port from 0 to 65535")
+        for address in value.split(","):
+            _, sep, port = address.strip().rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("expected host:port with a port from 0 to 65535")
         return value
+
+    @property
+    def listen_addresses(self) -> list[str]:
+        return [a.strip() for a in self.listen_address.split(",")]
 
     log_format: Literal["plain", "json"] = Field("plain", description="log line format")
     revision: str = Field("unknown", description="source revision built into the image (the Dockerfile sets it)")
@@ -481,19 +488,38 @@ def load_settings(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {config_file}: top level must be a mapping")
         data = dict(loaded or {})
-    if not data.get("clusters"):
+    from_env = not data.get("clusters")
+    if from_env:
         data["clusters"] = [cluster_from_env(environ)]
     data.update(overrides or {})
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        source = env_source(exc, environ, from_env, set(overrides or {}))
+        raise ConfigError(describe_validation_error(exc, source)) from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """First error as 'invalid setting <path>: <message>': names the field, never echoes the value."""
+def env_source(exc: ValidationError, environ: Mapping[str, str], cluster_from_environ: bool, flags: set[str]) -> str:
+    """The environment variable that supplied the first invalid value, if one did: the name a user typed."""
+    loc = exc.errors(include_input=False, include_url=False)[0]["loc"]
+    if len(loc) == 1 and str(loc[0]) not in flags:
+        name = f"{ENV_PREFIX}{str(loc[0]).upper()}"
+        return name if name in environ else ""
+    if cluster_from_environ and len(loc) >= 4 and loc[0] == "clusters" and str(loc[2]) in SECTIONS:
+        section, field = str(loc[2]), str(loc[3])
+        for field_name, names, secret in env_names(section, SECTIONS[section]):
+            if field_name == field:
+                for name in names:
+                    if name in environ or (secret and f"{name}_FILE" in environ):
+                        return name if name in environ else f"{name}_FILE"
+    return ""
+
+
+def describe_validation_error(exc: ValidationError, env_name: str = "") -> str:
+    """First error as 'invalid setting <where>: <message>': the environment variable that supplied the
+    value where one did, else the setting's path; never echoes the value."""
     err = exc.errors(include_input=False, include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "settings"
+    loc = env_name or ".".join(str(p) for p in err["loc"]) or "settings"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"invalid setting {loc}: {err['msg']}{more}"
 

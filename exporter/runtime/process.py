@@ -85,24 +85,27 @@ class Exporter:
         )
 
     async def start(self) -> int:
-        """Listen, then start probing; returns the bound port (0 in the settings picks a free one)."""
-        host, port = split_address(self.settings.listen_address)
+        """Listen on every address, then start probing; returns the first bound port (0 in the settings
+        picks a free one)."""
         web_config = WebConfig.load(self.settings.web_config_file) if self.settings.web_config_file else None
         middlewares = [web_config.middleware()] if web_config else []
         self.runner = web.AppRunner(make_app(self.state, middlewares), access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(
-            self.runner, host, port, reuse_address=True, ssl_context=web_config.ssl_context if web_config else None
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            await self.runner.cleanup()
-            raise ListenError(f"cannot listen on {self.settings.listen_address}: {exc.strerror}") from None
+        ports = []
+        for address in self.settings.listen_addresses:
+            host, port = split_address(address)
+            site = web.TCPSite(
+                self.runner, host, port, reuse_address=True, ssl_context=web_config.ssl_context if web_config else None
+            )
+            try:
+                await site.start()
+            except OSError as exc:
+                await self.runner.cleanup()
+                raise ListenError(f"cannot listen on {address}: {exc.strerror}") from None
+            sockets = getattr(site._server, "sockets", None) or []
+            ports.append(int(sockets[0].getsockname()[1]) if sockets else port)
         await self.scheduler.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return ports[0]
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -5,6 +5,7 @@ Elasticsearch password, the API key, an OAuth client secret and user password), 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import urllib.request
@@ -98,6 +99,11 @@ async def test_no_secret_anywhere(sandbox: Sandbox, tmp_path: Path, log_format: 
         proc.terminate()
     seen.append(log_path.read_text())
     assert "probe postgres" in seen[-1]  # the log did record the faults
+    if log_format == "json":  # every line the process wrote, through five faults, is one JSON object
+        lines = [line for line in seen[-1].splitlines() if line and not line.startswith("=== ")]  # Proc's marks
+        assert lines and all(isinstance(json.loads(line), dict) for line in lines), [
+            line for line in lines if not line.startswith("{")
+        ][:3]
     for secret in secrets:
         hits = [i for i, text in enumerate(seen) if secret in text]
         assert not hits, f"a secret of {len(secret)} characters leaked into output #{hits}"

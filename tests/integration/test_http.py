@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -12,6 +16,7 @@ from support import RunningExporter, parse, settings_for, wait_for
 
 from sandbox.backends import RedisServer
 from sandbox.ports import free_port
+from sandbox.procs import Proc
 
 
 def two_clusters(redis_server: RedisServer) -> list[dict[str, object]]:
@@ -118,3 +123,20 @@ async def test_scrape_does_not_need_a_backend() -> None:
         async with aiohttp.ClientSession() as http, http.get(exp.url + "/diagnose") as resp:
             report = await resp.json()
         assert {c["cause"] for c in report["root_causes"]} == {"etcd", "database", "redis", "elasticsearch"}
+
+
+def test_web_listen_address_is_repeatable(tmp_path: Path) -> None:
+    """As Prometheus exporters do: one server on every --web.listen-address."""
+    ports = [free_port(), free_port()]
+    argv = [sys.executable, "-m", "exporter.cli"]
+    for port in ports:
+        argv += ["--web.listen-address", f"127.0.0.1:{port}"]
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}"}
+    proc = Proc.start(argv, log_path=tmp_path / "exporter.log", name="exporter", env=env)
+    try:
+        for port in ports:
+            proc.wait_ready(port, 20)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=5) as resp:
+                assert resp.status == 200
+    finally:
+        proc.terminate()
