@@ -11,6 +11,7 @@ import pytest
 from support import RunningExporter, settings_for
 
 from sandbox.backends import RedisServer
+from sandbox.ports import free_port
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -49,3 +50,22 @@ async def test_status_page_in_a_browser(redis_auth: RedisServer, tmp_path: Path)
         shot = tmp_path / "status.png"
         await browse(exp.url + "/", tmp_path / "profile", f"--screenshot={shot}", "--window-size=1100,800")
         assert shot.stat().st_size > 10_000  # a rendered page, not an empty canvas
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by scripts/bootstrap.sh")
+async def test_fleet_overview_in_a_browser(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Several clusters: / is one row per cluster, each linking to its own page (with what to do)."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    off = {"core_discovery": {"enabled": False}}
+    clusters = [{"name": "hq", "era": "C", "redis": {"url": redis_server.url}, "probes": off},
+                {"name": "branch", "era": "C", "redis": {"url": dead}, "probes": off}]  # fmt: skip
+    async with RunningExporter(settings_for({}, clusters=clusters)) as exp:
+        await exp.wait_reason("redis", "ok")
+        dom = await browse(exp.url + "/", tmp_path / "profile", "--dump-dom")
+        assert 'id="fleet"' in dom and "PlaceOS fleet" in dom
+        assert '<a href="/?cluster=hq">hq</a>' in dom and '<a href="/?cluster=branch">branch</a>' in dom
+        branch = await browse(exp.url + "/?cluster=branch", tmp_path / "profile", "--dump-dom")
+        assert "Redis failure" in branch and "<b>Confirm:</b>" in branch and "UTC" in branch
+        shot = tmp_path / "fleet.png"
+        await browse(exp.url + "/", tmp_path / "profile", f"--screenshot={shot}", "--window-size=1100,500")
+        assert shot.stat().st_size > 5_000
