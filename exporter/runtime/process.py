@@ -50,11 +50,9 @@ class ListenError(Exception):
 
 
 def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of an address the settings have validated as host:port."""
     host, _, port = address.rpartition(":")
-    try:
-        return host.strip("[]") or "0.0.0.0", int(port)
-    except ValueError:
-        raise ListenError(f"invalid listen address {address!r}: expected host:port") from None
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class Exporter:

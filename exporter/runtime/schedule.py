@@ -18,13 +18,13 @@ from exporter.settings import ClusterConfig, ConfigError, Settings, load_setting
 
 
 def schedule(settings: Settings, cluster: ClusterConfig, spec: ProbeSpec) -> tuple[float, float]:
-    """(interval, timeout): cluster override, then exporter override, then the probe's defaults."""
+    """(interval, timeout): the cluster's tuning (Settings has merged the exporter-wide one into it), then
+    the probe's defaults."""
     interval = spec.interval(cluster) if spec.interval else settings.interval
-    timeout: float | None = None
-    for tuning in (settings.probes.get(spec.name), cluster.probes.get(spec.name)):  # type: ignore[call-overload]
-        if tuning is not None:
-            interval = tuning.interval or interval
-            timeout = tuning.timeout or timeout
+    tuning = cluster.probes.get(spec.name)  # type: ignore[call-overload]
+    timeout = tuning.timeout if tuning is not None else None
+    if tuning is not None and tuning.interval:
+        interval = tuning.interval
     if timeout is None:
         timeout = min(spec.timeout or settings.timeout, interval * 0.8)
     return interval, timeout
