@@ -153,7 +153,8 @@ async def test_oauth_login_and_token_reuse(sandbox: Sandbox) -> None:
     env |= {"PLACE_EMAIL": seed.SUPPORT_EMAIL, "PLACE_PASSWORD": sandbox.user_password,
             "PLACEOS_EXPORTER_API_CLIENT_ID": seed.OAUTH_CLIENT_ID}  # fmt: skip
     fast: dict[str, Any] = {"interval": 2.0, "timeout": 1.5}
-    probes = {"execute": fast, "websocket": fast, "login": fast}
+    # a status that changes every second must get the time to change (as in the exporter fixture)
+    probes = {"execute": fast, "websocket": fast, "login": fast, "status_delivery": {"interval": 4.0, "timeout": 3.0}}
     overrides = {"listen_address": "127.0.0.1:0", "interval": 1.0, "timeout": 0.8, "probes": probes}
     settings = load_settings(environ=env, overrides=overrides)
     async with RunningExporter(settings) as exp:
